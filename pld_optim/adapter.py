@@ -1,0 +1,111 @@
+"""A ChatAdapter that never loses a classification to answer format.
+
+Small students often answer "Race" for `race`, wrap the label in a sentence, or skip the
+`[[ ## label ## ]]` header (dspy#7265, #8577). The stock ChatAdapter then raises, and its JSON
+fallback spends a second call that usually fails the same way. LabelAdapter keeps ChatAdapter's
+prompt byte for byte (so the rendered system prompt is what the student sees) and adds two defences:
+
+1. constrain: when the backend can honour it, send a JSON schema whose label fields are enums. The
+   embedded llama.cpp engine turns the schema named `CHAT_LABEL_SCHEMA` into a grammar that emits the
+   ChatAdapter format itself; Ollama and OpenAI-compatible servers emit JSON, parsed below.
+2. parse forgivingly: case, whitespace, quotes, JSON, or exactly one label named in a sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import dspy
+from dspy.adapters.chat_adapter import field_header_pattern
+from dspy.utils.exceptions import AdapterParseError
+
+from pld_optim.task import _literal_values, normalize_label
+
+CHAT_LABEL_SCHEMA = "dspy_chat_labels"
+
+
+def label_schema(signature: type[dspy.Signature]) -> dict | None:
+    """A response_format for signatures whose outputs are all Literal labels, else None."""
+    props = {}
+    for name, field in signature.output_fields.items():
+        values = _literal_values(field.annotation)
+        if values is None:
+            return None
+        props[name] = {"type": "string", "enum": values}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": CHAT_LABEL_SCHEMA,
+            "schema": {"type": "object", "properties": props, "required": list(props), "additionalProperties": False},
+        },
+    }
+
+
+class LabelAdapter(dspy.ChatAdapter):
+    def __init__(self, constrain: bool | None = None, **kwargs):
+        """constrain=None asks the LM: custom engines that declare `supports_response_format`, or
+        providers litellm knows to support response schemas. The JSON fallback is off by default
+        because forgiving parsing recovers what it would, without a second call."""
+        kwargs.setdefault("use_json_adapter_fallback", False)
+        super().__init__(**kwargs)
+        self.constrain = constrain
+
+    def _should_constrain(self, lm) -> bool:
+        if self.constrain is not None:
+            return self.constrain
+        engine = getattr(lm, "_engine_spec", None)
+        if getattr(engine, "supports_response_format", False):
+            return True
+        return str(getattr(lm, "model", "")).startswith(("ollama_chat/", "ollama/"))
+
+    def __call__(self, lm, lm_kwargs: dict[str, Any], signature, demos, inputs):
+        schema = label_schema(signature)
+        if schema and "response_format" not in lm_kwargs and self._should_constrain(lm):
+            lm_kwargs = {**lm_kwargs, "response_format": schema}
+        return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        try:
+            return super().parse(signature, completion)
+        except AdapterParseError as error:
+            recovered = recover_fields(signature, completion)
+            if recovered is None:
+                raise error
+            return recovered
+
+
+def recover_fields(signature: type[dspy.Signature], completion: str) -> dict[str, Any] | None:
+    """Rebuild the outputs from a JSON object, loose sections, or the bare text; None if a label is missing."""
+    values: dict[str, Any] = {}
+    text = completion.strip()
+    try:
+        loaded = json.loads(text)
+        if isinstance(loaded, dict):
+            values = {k: v for k, v in loaded.items() if k in signature.output_fields}
+    except json.JSONDecodeError:
+        pass
+    if not values:
+        current = None
+        for line in text.splitlines():
+            match = field_header_pattern.match(line.strip())
+            if match:
+                current = match.group(1)
+                values.setdefault(current, line[match.end():].strip())
+            elif current in signature.output_fields:
+                values[current] = (values[current] + "\n" + line).strip()
+    out: dict[str, Any] = {}
+    for name, field in signature.output_fields.items():
+        labels = _literal_values(field.annotation)
+        raw = values.get(name)
+        if labels is not None:
+            label = normalize_label(raw if raw is not None else text, labels)
+            if label is None:
+                return None
+            out[name] = type(typing.get_args(field.annotation)[labels.index(label)])(label)
+        elif field.annotation is str:
+            out[name] = "" if raw is None else str(raw)
+        else:
+            return None
+    return out

@@ -1,0 +1,145 @@
+"""The rule set PLD produces: plain pydantic data that a reviewer can read, edit and re-apply.
+
+The artifact, not the compiled program, is the product a human audits: every rule keeps the train
+examples and teacher rationales it came from, so a bad rule can be traced to its evidence and deleted
+or rewritten in `rules.json` without mining again (see `apply_rules`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+DEFAULT_PREAMBLE = "Apply these rules, in order of relevance, to choose the `{label_field}`:"
+
+
+class _Model(BaseModel):
+    # An unknown key in an edited rules.json is a typo, not data to drop silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class MinedRule(_Model):
+    """Stage 1 output for one train example; `error` is set instead of failing the run."""
+
+    example_id: str
+    gold: str
+    rationale: str = ""
+    rule: str = ""
+    error: str | None = None
+
+
+class Rule(_Model):
+    id: str
+    text: str
+    phrasings: list[str] = Field(default_factory=list, description="alternative wordings of `text`")
+    support: list[str] = Field(default_factory=list, description="train example ids whose mined rules formed it")
+    rationales: list[str] = Field(default_factory=list, description="sample teacher rationales, as provenance")
+    cluster_size: int = 0
+    origin: str = "cluster"
+
+    def variants(self) -> list[str]:
+        """Index 0 is the canonical text; the search stage picks among these."""
+        return [self.text, *self.phrasings]
+
+
+class ClusterReport(_Model):
+    method: str
+    params: dict = Field(default_factory=dict)
+    n_rules: int
+    n_clusters: int
+    n_noise: int
+    noise_share: float
+    cluster_sizes: list[int] = Field(default_factory=list)
+
+
+class RefineIteration(_Model):
+    iteration: int
+    rules: list[str]
+    dev_macro_f1: float
+    n_failures: int = 0
+    n_successes: int = 0
+    accepted: bool = True
+    note: str = ""
+
+
+class StageUsage(_Model):
+    stage: str
+    lm_calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    failures: int = 0
+    by_model: dict[str, int] = Field(default_factory=dict, description="LM calls per model string")
+
+
+class Selection(_Model):
+    """One rule in the chosen prompt: which rule, and which of its variants."""
+
+    rule_id: str
+    variant: int = 0
+
+
+class RuleSet(_Model):
+    format_version: int = FORMAT_VERSION
+    predictor: str
+    label_field: str
+    labels: list[str]
+    base_instructions: str
+    preamble: str = DEFAULT_PREAMBLE
+    rules: list[Rule]
+    selection: list[Selection] | None = Field(
+        default=None, description="ordered subset chosen by search; None means every rule in listed order"
+    )
+    system_prompt: str = ""
+    baseline_dev_macro_f1: float | None = None
+    dev_macro_f1: float | None = None
+    clustering: ClusterReport | None = None
+    history: list[RefineIteration] = Field(default_factory=list)
+    usage: list[StageUsage] = Field(default_factory=list)
+    seed: int | None = None
+
+    def active_rules(self) -> list[str]:
+        if self.selection is None:
+            return [r.text for r in self.rules]
+        by_id = {r.id: r for r in self.rules}
+        out = []
+        for sel in self.selection:
+            if sel.rule_id not in by_id:
+                raise ValueError(f"rules.json: selection names rule {sel.rule_id!r}, which is not in `rules`")
+            variants = by_id[sel.rule_id].variants()
+            if not 0 <= sel.variant < len(variants):
+                raise ValueError(
+                    f"rules.json: selection picks variant {sel.variant} of rule {sel.rule_id!r}, "
+                    f"which has {len(variants)} variants"
+                )
+            out.append(variants[sel.variant])
+        return out
+
+    def render_instructions(self) -> str:
+        return render_instructions(self.base_instructions, self.active_rules(), self.label_field, self.preamble)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RuleSet:
+        """Plain JSON through pydantic: loading a rule file never unpickles or executes anything."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+        return cls.model_validate(data)
+
+
+def render_instructions(base: str, rules: list[str], label_field: str, preamble: str = DEFAULT_PREAMBLE) -> str:
+    """Keep the user's task description fixed and append only the numbered rule block (dspy#1165)."""
+    if not rules:
+        return base
+    lines = [base.rstrip(), "", preamble.format(label_field=label_field)]
+    lines += [f"{i}. {' '.join(rule.split())}" for i, rule in enumerate(rules, 1)]
+    return "\n".join(lines)

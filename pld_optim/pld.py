@@ -1,0 +1,234 @@
+"""PLD: the teleprompter that runs mine -> cluster -> refine (-> search) and returns the compiled student."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from pathlib import Path
+
+import dspy
+from dspy.teleprompt import Teleprompter
+
+from pld_optim.adapter import LabelAdapter
+from pld_optim.artifact import RuleSet, render_instructions
+from pld_optim.cluster import cluster_vectors, consolidate, make_embedder
+from pld_optim.mine import mine_rules
+from pld_optim.refine import refine_rules
+from pld_optim.scoring import Score, run_student, score_outcomes
+from pld_optim.task import Task, example_id, resolve_task, validate_examples
+from pld_optim.usage import UsageLog
+
+logger = logging.getLogger("pld_optim")
+
+
+def as_lm(model: str | dspy.LM | None, *, max_tokens: int = 1024) -> dspy.LM | None:
+    """Model strings become dspy.LM with a token cap: an uncapped local server runs to the end of its context."""
+    if model is None or isinstance(model, dspy.BaseLM):
+        return model
+    if isinstance(model, str):
+        return dspy.LM(model, max_tokens=max_tokens)
+    raise TypeError(f"expected a model string or dspy.LM, got {type(model).__name__}")
+
+
+def apply_rules(program: dspy.Module, rules: RuleSet) -> dspy.Module:
+    """A copy of `program` whose predictor carries the rule set (e.g. an edited rules.json); no LM call."""
+    compiled = program.deepcopy()
+    predictors = dict(compiled.named_predictors())
+    if rules.predictor not in predictors:
+        raise ValueError(f"rules.json is for predictor {rules.predictor!r}; the program has {list(predictors)}")
+    predictor = predictors[rules.predictor]
+    if rules.label_field not in predictor.signature.output_fields:
+        raise ValueError(f"rules.json labels field {rules.label_field!r}, which the program's signature lacks")
+    # with_instructions returns a new class: assigning .instructions would leak into every copy.
+    predictor.signature = predictor.signature.with_instructions(rules.render_instructions())
+    return compiled
+
+
+def split_dev(examples: list[dspy.Example], task: Task, share: float = 0.25) -> tuple[list, list]:
+    """Deterministic hash split, so the same data always gives the same dev set."""
+    def bucket(ex):
+        return int(hashlib.sha1(example_id(ex, task.input_fields).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    dev = [ex for ex in examples if bucket(ex) < share]
+    train = [ex for ex in examples if bucket(ex) >= share]
+    return train, dev
+
+
+class PLD(Teleprompter):
+    """Prompt-Level Distillation (arXiv 2602.21103) as a DSPy optimizer.
+
+    Parameters follow the pipeline: mining (`teacher`, `max_train_examples`, `num_threads`), clustering
+    (`embedder`, `cluster_method`, `n_clusters`, `eps`, `min_samples`, `n_phrasings`), refinement
+    (`max_refine_iters`, `refine_examples`, `n_failures`, `n_successes`). The student is the program's
+    own LM (or `dspy.settings.lm`); the objective is macro F1 over the whole dev split.
+    """
+
+    def __init__(
+        self,
+        teacher: str | dspy.LM | None = None,
+        *,
+        labels: list[str] | None = None,
+        label_field: str | None = None,
+        max_train_examples: int | None = None,
+        num_threads: int = 4,
+        student_threads: int | None = None,
+        embedder="tfidf",
+        cluster_method: str = "kmeans",
+        n_clusters: int | None = None,
+        max_clusters: int = 12,
+        eps: float = 0.4,
+        min_samples: int = 6,
+        min_cluster_size: int = 2,
+        n_phrasings: int = 2,
+        max_refine_iters: int = 2,
+        refine_examples: int = 64,
+        n_failures: int = 20,
+        n_successes: int = 20,
+        min_delta: float = 0.0,
+        adapter: dspy.Adapter | None = None,
+        out_dir: str | Path | None = None,
+        evaluate_baseline: bool = True,
+        progress: bool = False,
+        seed: int = 0,
+    ):
+        self.teacher = teacher
+        self.labels = labels
+        self.label_field = label_field
+        self.max_train_examples = max_train_examples
+        self.num_threads = num_threads
+        self.student_threads = student_threads
+        self.embedder = embedder
+        self.cluster_method = cluster_method
+        self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
+        self.eps = eps
+        self.min_samples = min_samples
+        self.min_cluster_size = min_cluster_size
+        self.n_phrasings = n_phrasings
+        self.max_refine_iters = max_refine_iters
+        self.refine_examples = refine_examples
+        self.n_failures = n_failures
+        self.n_successes = n_successes
+        self.min_delta = min_delta
+        self.adapter = adapter
+        self.out_dir = out_dir
+        self.evaluate_baseline = evaluate_baseline
+        self.progress = progress
+        self.seed = seed
+
+    def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
+        if kwargs:
+            raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
+        task = resolve_task(student, self.labels, self.label_field)
+        train = validate_examples(trainset, task, "train")
+        if valset is None:
+            train, dev = split_dev(train, task)
+            logger.warning("PLD: no valset given; using a hashed 25%% of the trainset (%d examples) as dev", len(dev))
+            if not dev:
+                raise ValueError("PLD: the trainset is too small to split off a dev set; pass valset=.")
+        else:
+            dev = validate_examples(valset, task, "dev")
+        if self.cluster_method not in ("kmeans", "dbscan"):
+            raise ValueError(f"PLD: cluster_method={self.cluster_method!r}; choose 'kmeans' or 'dbscan'")
+        teacher_lm = as_lm(teacher if teacher is not None else self.teacher) or dspy.settings.lm
+        if teacher_lm is None:
+            raise ValueError("PLD: no teacher; pass teacher='provider/model' or a dspy.LM, or dspy.configure(lm=...)")
+        if (teacher_lm.kwargs.get("temperature") or 0) > 0:
+            teacher_lm = teacher_lm.copy(rollout_id=self.seed)  # seeded samples that still hit the cache
+        if task.predictor.lm is None and dspy.settings.lm is None:
+            raise ValueError("PLD: the student program has no LM; dspy.configure(lm=...) or predictor.set_lm(...)")
+        out = Path(self.out_dir) if self.out_dir else None
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+
+        rng = random.Random(self.seed)
+        mine_set = list(train)
+        if self.max_train_examples and len(mine_set) > self.max_train_examples:
+            mine_set = rng.sample(mine_set, self.max_train_examples)
+        refine_set = rng.sample(train, min(self.refine_examples, len(train)))
+        adapter = self.adapter or LabelAdapter()
+        embed = make_embedder(self.embedder, self.seed)
+        usage = UsageLog()
+        base = task.signature.instructions
+
+        def program_with(rules: list[str]) -> dspy.Module:
+            compiled = student.deepcopy()
+            predictor = dict(compiled.named_predictors())[task.predictor_name]
+            predictor.signature = predictor.signature.with_instructions(
+                render_instructions(base, rules, task.label_field))
+            return compiled
+
+        def outcomes(rules, examples):
+            with dspy.context(adapter=adapter):
+                return run_student(program_with(rules), examples, task,
+                                   num_threads=self.student_threads or self.num_threads, progress=self.progress)
+
+        def dev_score(rules) -> Score:
+            return score_outcomes(outcomes(rules, dev), task.labels)
+
+        with usage.stage("mine") as st:
+            mined = mine_rules(mine_set, task, teacher_lm, num_threads=self.num_threads,
+                               checkpoint=out / "mined.jsonl" if out else None, progress=self.progress)
+            st.failures = sum(m.error is not None for m in mined)
+        good = [m for m in mined if m.error is None]
+        if len(good) < 2:
+            raise RuntimeError(
+                f"PLD: only {len(good)} of {len(mined)} teacher calls returned a rule; first error: "
+                f"{next((m.error for m in mined if m.error), 'none')}")
+
+        with usage.stage("cluster") as st:
+            vectors = embed([m.rule for m in good])
+            cluster_ids, report = cluster_vectors(
+                vectors, self.cluster_method, n_clusters=self.n_clusters, max_clusters=self.max_clusters,
+                eps=self.eps, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size, seed=self.seed)
+            if report.n_clusters == 0:
+                raise RuntimeError(
+                    f"PLD: clustering ({self.cluster_method}, {report.params}) labelled all {report.n_rules} rules "
+                    "as noise; lower min_samples / min_cluster_size, raise eps, or use cluster_method='kmeans'.")
+            rules, st.failures = consolidate(good, cluster_ids, vectors, task, teacher_lm,
+                                             n_phrasings=self.n_phrasings, num_threads=self.num_threads,
+                                             progress=self.progress)
+
+        baseline = None
+        if self.evaluate_baseline:
+            with usage.stage("baseline"):
+                baseline = dev_score([])
+
+        with usage.stage("refine"):
+            rules, history, best = refine_rules(
+                rules, task, teacher=teacher_lm, train=refine_set,
+                evaluate_train=lambda r: outcomes(r, refine_set), evaluate_dev=dev_score, embed=embed,
+                max_iters=self.max_refine_iters, n_failures=self.n_failures, n_successes=self.n_successes,
+                min_delta=self.min_delta, seed=self.seed)
+
+        ruleset = RuleSet(
+            predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,
+            base_instructions=base, rules=rules, clustering=report, history=history,
+            baseline_dev_macro_f1=baseline.macro_f1 if baseline else None, dev_macro_f1=best.macro_f1,
+            usage=[*usage.stages, usage.total()], seed=self.seed,
+        )
+        compiled = apply_rules(student, ruleset)
+        predictor = dict(compiled.named_predictors())[task.predictor_name]
+        ruleset.system_prompt = adapter.format_system_message(predictor.signature)
+
+        self.mined_ = mined
+        self.clusters_ = report
+        self.history_ = history
+        self.usage_ = ruleset.usage
+        self.score_ = best
+        self.baseline_score_ = baseline
+        self.rules_ = ruleset
+        compiled.pld_rules = ruleset
+        if out:
+            save_artifacts(compiled, ruleset, out)
+        logger.info("PLD: dev macro F1 %s -> %.4f with %d rules",
+                    f"{baseline.macro_f1:.4f}" if baseline else "?", best.macro_f1, len(rules))
+        return compiled
+
+
+def save_artifacts(program: dspy.Module, rules: RuleSet, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    program.save(str(out / "program.json"))
+    rules.save(out / "rules.json")
+    (out / "system_prompt.txt").write_text(rules.system_prompt + "\n", encoding="utf-8")

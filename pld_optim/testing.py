@@ -1,0 +1,51 @@
+"""Scripted LMs for deterministic tests and benchmarks, on DSPy 3.4's custom-engine contract.
+
+`ScriptedEngine(respond)` calls `respond(system, user) -> dict of output fields` and formats the answer
+the way ChatAdapter expects, so tests exercise the real adapter, cache and usage paths with no model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
+
+
+def chat_answer(fields: dict) -> str:
+    parts = []
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        parts.append(f"[[ ## {name} ## ]]\n{text}")
+    return "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"
+
+
+class ScriptedEngine:
+    """`respond` returns a dict of output fields, or a raw string sent back as is."""
+
+    def __init__(self, respond: Callable[[str, str], dict | str]):
+        self.respond = respond
+        self.calls = 0
+        self.requests: list = []
+        self._lock = threading.Lock()
+
+    def complete(self, request):
+        system = request.system if isinstance(request.system, str) else ""
+        user = "\n".join(m.text for m in request.messages if m.role == "user")
+        with self._lock:
+            self.calls += 1
+            self.requests.append(request)
+        answer = self.respond(system, user)
+        text = answer if isinstance(answer, str) else chat_answer(answer)
+        words = len((system + user).split())
+        return Response(id=f"scripted-{self.calls}", model=request.model,
+                        message=Message.assistant([TextPart(text)]), finish_reason="stop",
+                        usage=Usage(input_tokens=words, output_tokens=len(text.split()),
+                                    total_tokens=words + len(text.split())))
+
+
+def scripted_lm(respond: Callable[[str, str], dict | str], name: str = "scripted", **kwargs) -> dspy.LM:
+    kwargs.setdefault("cache", False)
+    return dspy.LM(f"local/{name}", engine=ScriptedEngine(respond), **kwargs)

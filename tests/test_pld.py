@@ -1,0 +1,50 @@
+import json
+
+import dspy
+import pytest
+from conftest import Classify
+
+from pld_optim import PLD, RuleSet, apply_rules
+from pld_optim.adapter import LabelAdapter
+
+
+def test_compile_distils_rules_into_the_system_prompt(teacher, student, data, tmp_path):
+    train, dev = data
+    program = dspy.Predict(Classify)
+    pld = PLD(teacher=teacher, num_threads=2, n_clusters=3, out_dir=tmp_path, seed=0)
+    compiled = pld.compile(program, trainset=train, valset=dev)
+
+    # The student only answers right when the mined rules reach its system prompt.
+    assert pld.baseline_score_.macro_f1 < 0.4
+    assert pld.score_.macro_f1 == pytest.approx(1.0)
+    assert pld.clusters_.n_clusters == 3
+    # The original program is untouched: with_instructions, never the shared setter.
+    assert "Rules" not in program.signature.instructions and "mentions" not in program.signature.instructions
+    instr = compiled.predictors()[0].signature.instructions
+    assert instr.startswith("Classify the bias type of the sentence.")
+    assert "1. If the sentence mentions" in instr
+
+    rules = RuleSet.load(tmp_path / "rules.json")
+    assert len(rules.rules) == 3
+    assert all(r.support and r.rationales and r.cluster_size >= 2 for r in rules.rules)
+    assert sum(r.cluster_size for r in rules.rules) == len(train)
+    assert rules.system_prompt == LabelAdapter().format_system_message(compiled.predictors()[0].signature)
+    assert (tmp_path / "system_prompt.txt").read_text().strip() == rules.system_prompt.strip()
+    assert rules.history[0].iteration == 0 and rules.dev_macro_f1 == pytest.approx(1.0)
+    mine = next(u for u in rules.usage if u.stage == "mine")
+    assert mine.lm_calls == len(train) and mine.failures == 0
+    assert json.loads((tmp_path / "program.json").read_text())
+
+
+def test_edited_rules_apply_without_mining(teacher, student, data, tmp_path):
+    train, dev = data
+    program = dspy.Predict(Classify)
+    PLD(teacher=teacher, n_clusters=3, out_dir=tmp_path, max_refine_iters=0).compile(
+        program, trainset=train, valset=dev)
+    rules = RuleSet.load(tmp_path / "rules.json")
+    rules.rules = [r for r in rules.rules if "church" not in r.text]  # a reviewer deletes the religion rule
+    edited = apply_rules(program, rules)
+    preds = [edited(sentence=ex.sentence).label for ex in dev]
+    religion = [p for p, ex in zip(preds, dev) if ex.label == "religion"]
+    assert religion and all(p == "race" for p in religion)
+    assert all(p == ex.label for p, ex in zip(preds, dev) if ex.label != "religion")
