@@ -176,4 +176,21 @@ def consolidate(
     executor = ParallelExecutor(num_threads=num_threads, max_errors=len(clusters) + 1,
                                 disable_progress_bar=not progress)
     merged = executor.execute(merge, clusters)
-    return [r for r, _ in merged], sum(failed for _, failed in merged)
+    return dedupe([r for r, _ in merged]), sum(failed for _, failed in merged)
+
+
+def dedupe(rules: list[Rule]) -> list[Rule]:
+    """Clusters the teacher merged into the same text become one rule with their support combined."""
+    by_text: dict[str, Rule] = {}
+    for rule in rules:
+        key = " ".join(rule.text.lower().split())
+        if key not in by_text:
+            by_text[key] = rule
+            continue
+        kept = by_text[key]
+        kept.support += rule.support
+        kept.cluster_size += rule.cluster_size
+        kept.rationales = (kept.rationales + rule.rationales)[:3]
+        kept.phrasings = list(dict.fromkeys(kept.phrasings + rule.phrasings))
+        kept.origin = f"{kept.origin}; merged with {rule.id} (same text)"
+    return list(by_text.values())

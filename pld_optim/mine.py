@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -62,8 +63,13 @@ def mine_rules(
                 out = predictor(task=description, labels=labels, example=format_inputs(example, task.input_fields),
                                 gold_label=gold)
             rule = " ".join(str(out.rule or "").split())
+            error = None if rule else "teacher returned no rule"
+            if rule and len(rule.split()) < 3:
+                error = f"the rule {rule!r} is too short to be a rule"
+            if rule and restates(rule, format_inputs(example, task.input_fields)):
+                error = "the rule restates the example instead of generalising it"
             mined = MinedRule(example_id=eid, gold=gold, rationale=str(out.rationale or "").strip(), rule=rule,
-                              error=None if rule else "teacher returned no rule")
+                              error=error)
         except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
             mined = MinedRule(example_id=eid, gold=gold, error=f"{type(exc).__name__}: {exc}"[:500])
         if checkpoint is not None:
@@ -81,6 +87,17 @@ def mine_rules(
     if failures:
         logger.warning("mine: %d of %d teacher calls gave no rule; they are kept in the log", failures, len(results))
     return results
+
+
+_CONTENT = re.compile(r"[a-z0-9']{4,}")
+
+
+def restates(rule: str, example_text: str, threshold: float = 0.8) -> bool:
+    """A 'rule' whose content words almost all come from the example is a copy, not an abstraction."""
+    words = set(_CONTENT.findall(rule.lower()))
+    if len(words) < 3:
+        return False
+    return len(words & set(_CONTENT.findall(example_text.lower()))) / len(words) >= threshold
 
 
 def _read_checkpoint(path: Path | None) -> dict[str, MinedRule]:

@@ -75,9 +75,11 @@ def _chatml_prompt(system: str, turns: list[tuple[str, str]]) -> str:
 TEMPLATES = {"gemma": (_gemma_prompt, ["<end_of_turn>", "<eos>"]), "chatml": (_chatml_prompt, ["<|im_end|>"])}
 
 
-# Bounded free text keeps a small model from rambling past max_tokens and losing the closing marker.
+# Free text is prose: it starts with a letter and has no brackets, backticks or braces (tiny models
+# otherwise answer with code fences or field headers), and is bounded so a rambling model still
+# reaches the closing marker within max_tokens.
 _GBNF_VALUES = {
-    "string": 'text ::= [^\\n\\[\\]# ] [^\\n\\[\\]]{0,400}',
+    "string": 'text ::= [A-Za-z] [^\\n\\[\\]`{}]{11,400}',
     "integer": 'int ::= [0-9]{1,6}',
     "array": 'list ::= "[" item ("," " "? item){0,15} "]"\nitem ::= "\\"" [^"\\n]{1,300} "\\""',
 }

@@ -117,6 +117,18 @@ class PLD(Teleprompter):
         self.progress = progress
         self.seed = seed
 
+    def estimate_calls(self, n_train: int, n_dev: int) -> dict[str, int]:
+        """Upper bounds on LM calls per stage, printed before any money is spent (cache hits are free)."""
+        mine = min(n_train, self.max_train_examples or n_train)
+        refine_train = min(self.refine_examples, n_train)
+        return {
+            "teacher: mine": mine,
+            "teacher: merge clusters": min(self.n_clusters or self.max_clusters, mine),
+            "teacher: refine": self.max_refine_iters,
+            "student: baseline": n_dev if self.evaluate_baseline else 0,
+            "student: refine": n_dev + self.max_refine_iters * (refine_train + n_dev),
+        }
+
     def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
         if kwargs:
             raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
@@ -167,6 +179,14 @@ class PLD(Teleprompter):
         def dev_score(rules) -> Score:
             return score_outcomes(outcomes(rules, dev), task.labels)
 
+        # Every stage runs under one adapter: the teacher's structured outputs get the same grammar
+        # and forgiving parsing as the student's labels.
+        with dspy.context(adapter=adapter):
+            return self._run(student, task, train, dev, mine_set, refine_set, teacher_lm, adapter, embed, usage,
+                             base, out, program_with, outcomes, dev_score)
+
+    def _run(self, student, task, train, dev, mine_set, refine_set, teacher_lm, adapter, embed, usage, base, out,
+             program_with, outcomes, dev_score) -> dspy.Module:
         with usage.stage("mine") as st:
             mined = mine_rules(mine_set, task, teacher_lm, num_threads=self.num_threads,
                                checkpoint=out / "mined.jsonl" if out else None, progress=self.progress)
@@ -195,12 +215,13 @@ class PLD(Teleprompter):
             with usage.stage("baseline"):
                 baseline = dev_score([])
 
-        with usage.stage("refine"):
+        with usage.stage("refine") as st:
             rules, history, best = refine_rules(
                 rules, task, teacher=teacher_lm, train=refine_set,
                 evaluate_train=lambda r: outcomes(r, refine_set), evaluate_dev=dev_score, embed=embed,
                 max_iters=self.max_refine_iters, n_failures=self.n_failures, n_successes=self.n_successes,
                 min_delta=self.min_delta, seed=self.seed)
+            st.failures = sum(h.note.startswith("teacher call failed") for h in history)
 
         ruleset = RuleSet(
             predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,

@@ -8,6 +8,7 @@ answer outside the label set counts as wrong for its gold class; an exception is
 from __future__ import annotations
 
 import logging
+import time
 
 import dspy
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ class Outcome(BaseModel):
     gold: str
     pred: str | None = None
     error: str | None = None
+    seconds: float = 0.0
 
     @property
     def correct(self) -> bool:
@@ -69,10 +71,13 @@ def run_student(
         return []
     def guarded(**inputs):
         # Evaluate cancels the whole run after max_errors; catching here keeps one bad answer local.
+        start = time.perf_counter()
         try:
-            return program(**inputs)
+            prediction = program(**inputs)
         except Exception as exc:  # noqa: BLE001 - any student failure is data, not a crash
-            return dspy.Prediction(_pld_error=f"{type(exc).__name__}: {exc}"[:500])
+            prediction = dspy.Prediction(_pld_error=f"{type(exc).__name__}: {exc}"[:500])
+        prediction._pld_seconds = time.perf_counter() - start
+        return prediction
 
     def metric(example, prediction):
         return float(_label_of(prediction, task) == str(example[task.label_field]))
@@ -97,6 +102,7 @@ def run_student(
                 gold=str(example[task.label_field]),
                 pred=None if error else _label_of(prediction, task),
                 error=error,
+                seconds=getattr(prediction, "_pld_seconds", 0.0),
             )
         )
     return outcomes

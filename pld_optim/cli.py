@@ -1,0 +1,163 @@
+"""`pld-optim`: compile, evaluate, quickstart, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import dspy
+
+from pld_optim.adapter import LabelAdapter
+from pld_optim.artifact import RuleSet
+from pld_optim.config import RunConfig, build_program, load_config, load_split
+from pld_optim.models import make_lm
+from pld_optim.pld import PLD
+from pld_optim.report import render_report
+from pld_optim.scoring import run_student, score_outcomes
+from pld_optim.task import resolve_task
+
+log = logging.getLogger("pld_optim")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("dspy", "httpx", "LiteLLM", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _lm(cfg, **extra):
+    engine = {"n_ctx": cfg.n_ctx} if cfg.n_ctx and cfg.model.startswith("local/") else {}
+    return make_lm(cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature, api_base=cfg.api_base,
+                   **engine, **extra)
+
+
+def _pld(cfg: RunConfig, out: Path | None, seed: int) -> PLD:
+    return PLD(teacher=_lm(cfg.teacher), out_dir=out, seed=seed, progress=sys.stderr.isatty(),
+               num_threads=cfg.teacher.threads, student_threads=cfg.student.threads, **cfg.pld.model_dump())
+
+
+def compile_cmd(args) -> int:
+    cfg = load_config(args.config)
+    seed = cfg.seed if args.seed is None else args.seed
+    out = Path(args.out)
+    program = build_program(cfg.data)
+    train, dev = load_split(cfg.data, "train"), load_split(cfg.data, "dev")
+    pld = _pld(cfg, out, seed)
+    estimate = pld.estimate_calls(len(train), len(dev))
+    print(f"data: {len(train)} train, {len(dev)} dev | student {cfg.student.model} | teacher {cfg.teacher.model}")
+    print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
+          + f" (total {sum(estimate.values())})")
+    if args.dry_run:
+        print("dry run: nothing was called")
+        return 0
+    from pld_optim.ollama import preflight_all
+
+    preflight_all([cfg.student.model, cfg.teacher.model], {cfg.student.model: cfg.student.api_base,
+                                                           cfg.teacher.model: cfg.teacher.api_base}, pull=args.pull)
+    out.mkdir(parents=True, exist_ok=True)
+    # The cache lives with the run: rerunning the same command after an interruption replays finished
+    # LM calls for free and continues where it stopped.
+    dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(out / "cache"))
+    start = time.perf_counter()
+    with dspy.context(lm=_lm(cfg.student), track_usage=True):
+        compiled = pld.compile(program, trainset=train, valset=dev)
+    rules = compiled.pld_rules
+    context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
+               "train / dev examples": f"{len(train)} / {len(dev)}", "seed": seed,
+               "wall time": f"{time.perf_counter() - start:.0f} s"}
+    (out / "report.md").write_text(render_report(rules, title=f"PLD compile: {cfg.name}", context=context),
+                                   encoding="utf-8")
+    print(f"dev macro F1: {rules.baseline_dev_macro_f1 if rules.baseline_dev_macro_f1 is not None else 'n/a'} "
+          f"-> {rules.dev_macro_f1:.4f} with {len(rules.active_rules())} rules")
+    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md"):
+        print(f"wrote {out / name}")
+    return 0
+
+
+def evaluate_cmd(args) -> int:
+    cfg = load_config(args.config)
+    program = build_program(cfg.data)
+    if args.program != "none":
+        path = Path(args.program)
+        program.load(str(path / "program.json" if path.is_dir() else path))  # JSON state only, no pickle
+    split = args.split or ("all" if args.data else "test")
+    examples = load_split(cfg.data, split, path=args.data)
+    if args.limit:
+        examples = examples[: args.limit]
+    if not examples:
+        raise ValueError(f"no examples in split {split!r} of {args.data or cfg.data.path or cfg.data.dataset}")
+    from pld_optim.ollama import preflight_all
+
+    preflight_all([cfg.student.model], {cfg.student.model: cfg.student.api_base})
+    task = resolve_task(program)
+    with dspy.context(lm=_lm(cfg.student, cache=not args.no_cache), adapter=LabelAdapter()):
+        outcomes = run_student(program, examples, task, num_threads=cfg.student.threads,
+                               progress=sys.stderr.isatty())
+    score = score_outcomes(outcomes, task.labels)
+    result = score.model_dump()
+    result["mean_latency_s"] = round(sum(o.seconds for o in outcomes) / len(outcomes), 4)
+    result["split"] = split
+    print(json.dumps(result))
+    return 0
+
+
+def report_cmd(args) -> int:
+    path = Path(args.dir) / "report.md"
+    if not path.exists():
+        rules = RuleSet.load(Path(args.dir) / "rules.json")
+        print(render_report(rules))
+    else:
+        print(path.read_text(encoding="utf-8"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pld-optim", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show DSPy's and litellm's logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="distil rules for the configured task")
+    c.add_argument("config")
+    c.add_argument("--out", required=True)
+    c.add_argument("--seed", type=int)
+    c.add_argument("--dry-run", action="store_true", help="print the LM-call estimate and stop")
+    c.add_argument("--pull", action="store_true", help="let Ollama pull a missing model")
+    c.set_defaults(func=compile_cmd)
+
+    q = sub.add_parser("quickstart", help="compile the shipped quickstart config on the embedded models")
+    q.add_argument("--out", default="out/quickstart")
+    q.add_argument("--seed", type=int)
+    q.add_argument("--dry-run", action="store_true")
+    q.set_defaults(func=compile_cmd, config="quickstart", pull=False)
+
+    e = sub.add_parser("evaluate", help="score a compiled (or unoptimized) program; prints one JSON object")
+    e.add_argument("config")
+    e.add_argument("--program", required=True, help="a compile output folder, a program.json, or 'none'")
+    e.add_argument("--data", help="a data file in the benchmark's format (default: the config's data)")
+    e.add_argument("--split", help="train, dev, test or all (default: test, or all with --data)")
+    e.add_argument("--limit", type=int)
+    e.add_argument("--no-cache", action="store_true", help="call the student even for answers in DSPy's cache")
+    e.set_defaults(func=evaluate_cmd)
+
+    r = sub.add_parser("report", help="print a compile's report.md")
+    r.add_argument("dir")
+    r.set_defaults(func=report_cmd)
+
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the cache and checkpoints", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        print(f"pld-optim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""report.md for a compile: what was distilled, how well it did, and what it cost."""
+
+from __future__ import annotations
+
+from pld_optim.artifact import RuleSet
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict | None = None) -> str:
+    lines = [f"# {title}", ""]
+    for key, value in (context or {}).items():
+        lines.append(f"- **{key}**: {value}")
+    lines += ["", "## Result", "",
+              "| | dev macro F1 |", "|---|---|",
+              f"| unoptimized program | {_f(rules.baseline_dev_macro_f1)} |",
+              f"| with the distilled rules | {_f(rules.dev_macro_f1)} |", ""]
+    c = rules.clustering
+    if c:
+        lines += ["## Clustering", "",
+                  f"{c.method} {c.params}: {c.n_rules} mined rules -> {c.n_clusters} clusters "
+                  f"(sizes {c.cluster_sizes}), {c.n_noise} noise ({100 * c.noise_share:.0f}%) dropped.", ""]
+    lines += ["## Rules in the system prompt", ""]
+    by_id = {r.id: r for r in rules.rules}
+    active = rules.active_rules()
+    ids = [s.rule_id for s in rules.selection] if rules.selection else [r.id for r in rules.rules]
+    for n, (rid, text) in enumerate(zip(ids, active), 1):
+        r = by_id[rid]
+        lines.append(f"{n}. {text}  \n   _{rid}: from {r.cluster_size} mined rules; {r.origin}_")
+    lines += ["", "## Refinement", "", "| iteration | dev macro F1 | failures shown | successes shown | kept | note |",
+              "|---|---|---|---|---|---|"]
+    for h in rules.history:
+        lines.append(f"| {h.iteration} | {h.dev_macro_f1:.4f} | {h.n_failures} | {h.n_successes} | "
+                     f"{'yes' if h.accepted else 'no'} | {_cell(h.note)} |")
+    lines += ["", "## Spend", "", "| stage | LM calls | cached | prompt tokens | completion tokens | seconds | failures |",
+              "|---|---|---|---|---|---|---|"]
+    for u in rules.usage:
+        lines.append(f"| {u.stage} | {u.lm_calls} | {u.cache_hits} | {u.prompt_tokens} | {u.completion_tokens} | "
+                     f"{u.seconds:.1f} | {u.failures} |")
+    lines += ["", "## System prompt as the student receives it", "", "```text", rules.system_prompt, "```", ""]
+    return "\n".join(lines)

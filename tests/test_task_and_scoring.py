@@ -1,0 +1,88 @@
+from typing import Literal
+
+import dspy
+import pytest
+from conftest import Classify, make_examples
+
+from pld_optim.scoring import Outcome, run_student, score_outcomes
+from pld_optim.task import normalize_label, resolve_task, validate_examples
+from pld_optim.testing import scripted_lm
+
+
+def test_label_set_comes_from_literal_or_labels_argument():
+    assert resolve_task(dspy.Predict(Classify)).labels == ["gender", "race", "religion"]
+    assert resolve_task(dspy.Predict("text -> label"), labels=["a", "b"]).labels == ["a", "b"]
+    with pytest.raises(ValueError, match="not a Literal"):
+        resolve_task(dspy.Predict("text -> label"))
+    with pytest.raises(ValueError, match="differ from the Literal"):
+        resolve_task(dspy.Predict(Classify), labels=["gender", "race"])
+
+
+def test_multi_predictor_programs_get_a_clear_error():
+    class Two(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = dspy.Predict(Classify)
+            self.b = dspy.Predict(Classify)
+
+    with pytest.raises(ValueError, match="one predictor.*a, b"):
+        resolve_task(Two())
+    # ChainOfThought holds one predictor; its extra `reasoning` output is not the label.
+    assert resolve_task(dspy.ChainOfThought(Classify)).label_field == "label"
+
+
+@pytest.mark.parametrize("row, message", [
+    (dict(id="x", sentence="s", label="politics"), "row 1 has label 'politics'.*not one of"),
+    (dict(id="x", label="race"), r"row 1 has no value for field\(s\) \['sentence'\]"),
+])
+def test_bad_rows_are_named(row, message):
+    task = resolve_task(dspy.Predict(Classify))
+    rows = [make_examples(1)[0], dspy.Example(**row).with_inputs("sentence")]
+    with pytest.raises(ValueError, match=message):
+        validate_examples(rows, task, "train")
+
+
+def test_empty_split_and_duplicate_ids_are_errors():
+    task = resolve_task(dspy.Predict(Classify))
+    with pytest.raises(ValueError, match="dev split is empty"):
+        validate_examples([], task, "dev")
+    ex = make_examples(1)[0]
+    with pytest.raises(ValueError, match="rows 0 and 1 share the id"):
+        validate_examples([ex, ex], task, "train")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("race", "race"), ("Race", "race"), ("  RACE. ", "race"), ('"religion"', "religion"),
+    ("The answer is gender.", "gender"), ("gender or race", None), ("politics", None), (None, None),
+])
+def test_forgiving_label_parser(raw, expected):
+    assert normalize_label(raw, ["gender", "race", "religion"]) == expected
+
+
+def test_longer_label_wins_over_its_substring():
+    labels = ["stereotype", "anti-stereotype", "unrelated"]
+    assert normalize_label("This is an anti-stereotype.", labels) == "anti-stereotype"
+
+
+def test_macro_f1_is_corpus_level_not_a_mean_of_examples():
+    labels = ["a", "b"]
+    outcomes = [Outcome(example_id=str(i), gold="a", pred="a") for i in range(9)]
+    outcomes.append(Outcome(example_id="9", gold="b", pred="a"))
+    score = score_outcomes(outcomes, labels)
+    assert score.accuracy == pytest.approx(0.9)  # what a per-example mean would report
+    assert score.macro_f1 == pytest.approx((2 * 9 / 19 + 0) / 2)  # class b has F1 0
+
+
+def test_out_of_set_answers_count_wrong_and_are_reported():
+    score = score_outcomes([Outcome(example_id="1", gold="a", pred="zzz"),
+                            Outcome(example_id="2", gold="b", pred="b")], ["a", "b"])
+    assert score.invalid == 1 and score.accuracy == 0.5
+    assert set(score.per_class_f1) == {"a", "b"}
+
+
+def test_student_failures_never_abort_the_run():
+    class Flaky(dspy.Signature):
+        """Label."""
+        sentence: str = dspy.InputField()
+        label: Literal["gender", "race", "religion"] = dspy.OutputField()
+
