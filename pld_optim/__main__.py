@@ -1,0 +1,5 @@
+import sys
+
+from pld_optim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pld_optim.artifact import RuleSet
+from pld_optim.config import build_program, load_config, load_split
+
+QUICKSTART = Path(__file__).parents[1] / "pld_optim" / "configs" / "quickstart.yaml"
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "pld_optim", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**__import__("os").environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+
+
+def write_config(tmp_path, **overrides):
+    cfg = yaml.safe_load(QUICKSTART.read_text())
+    for dotted, value in overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_quickstart_config_is_valid_and_builds_the_program():
+    cfg = load_config("quickstart")
+    program = build_program(cfg.data)
+    assert list(program.signature.input_fields) == ["context", "sentence"]
+    assert len(load_split(cfg.data, "train")) == cfg.data.train_limit
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    path = write_config(tmp_path, **{"pld.n_clustres": 3})
+    with pytest.raises(ValueError, match=r"pld\.n_clustres: Extra inputs are not permitted"):
+        load_config(path)
+    path = write_config(tmp_path, **{"student.max_tokens": 0})
+    with pytest.raises(ValueError, match=r"student\.max_tokens: Input should be greater than 0"):
+        load_config(path)
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    path = write_config(tmp_path, **{"data.datset": "stereoset"})
+    result = run_cli("compile", str(path), "--out", str(tmp_path / "o"), "--dry-run")
+    assert result.returncode == 2 and "data.datset" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_estimates_and_spends_nothing(tmp_path):
+    result = run_cli("compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "teacher: mine 40" in result.stdout and "dry run: nothing was called" in result.stdout
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.real_model
+def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
+    pytest.importorskip("llama_cpp")
+    config = write_config(tmp_path, **{"data.train_limit": 6, "data.dev_limit": 6, "pld.refine_examples": 4,
+                                       "pld.max_clusters": 3, "teacher.max_tokens": 96})
+    out = tmp_path / "run"
+    result = run_cli("compile", str(config), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "mined.jsonl"):
+        assert (out / name).exists(), name
+    rules = RuleSet.load(out / "rules.json")
+    prompt = (out / "system_prompt.txt").read_text()
+    assert rules.rules and all(r.text in prompt for r in rules.rules if rules.selection is None)
+    mine = next(u for u in rules.usage if u.stage == "mine")
+    assert mine.lm_calls >= 6 and mine.prompt_tokens > 0
+
+    data = Path(__file__).parents[1] / "pld_optim" / "data" / "stereoset_quickstart.json"
+    scores = {}
+    for program in (str(out), "none"):
+        result = run_cli("evaluate", str(config), "--program", program, "--data", str(data), "--split", "test",
+                         "--limit", "5")
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[program] = json.loads(result.stdout.strip().splitlines()[-1])
+    for score in scores.values():
+        assert score["n"] == 5 and 0 <= score["macro_f1"] <= 1 and score["mean_latency_s"] > 0
+        assert set(score["per_class_f1"]) == {"gender", "profession", "race", "religion"}
+
+    # Resume: the same command again replays the cached calls and changes nothing.
+    before = (out / "rules.json").read_text()
+    result = run_cli("compile", str(config), "--out", str(out))
+    assert result.returncode == 0
+    again = RuleSet.load(out / "rules.json")
+    assert [r.text for r in again.rules] == [r.text for r in rules.rules]
+    # Rules that were kept come from mined.jsonl; rejected ones are asked again and hit the cache.
+    mine_again = next(u for u in again.usage if u.stage == "mine")
+    assert mine_again.lm_calls == mine_again.cache_hits == mine.failures and mine_again.prompt_tokens == 0
+    assert all(u.prompt_tokens == 0 for u in again.usage)  # nothing new was paid for
+    assert before.count('"text"') == (out / "rules.json").read_text().count('"text"')

@@ -1,0 +1,75 @@
+"""The embedded backend on the real Gemma 3 270M GGUF (small, bounded calls)."""
+
+from typing import Literal
+
+import dspy
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from pld_optim.adapter import LabelAdapter  # noqa: E402
+from pld_optim.artifact import render_instructions  # noqa: E402
+from pld_optim.models import make_lm  # noqa: E402
+from pld_optim.scoring import run_student  # noqa: E402
+from pld_optim.task import resolve_task  # noqa: E402
+
+pytestmark = pytest.mark.real_model
+RULE = "If the sentence names a place of worship such as a zqxvtemple, answer religion."
+
+
+class Classify(dspy.Signature):
+    """Classify the bias type of the sentence."""
+
+    sentence: str = dspy.InputField()
+    label: Literal["gender", "race", "religion"] = dspy.OutputField()
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return make_lm("local/gemma3-270m", max_tokens=16, cache=False, n_ctx=2048)
+
+
+def _with_rules():
+    sig = Classify.with_instructions(render_instructions(Classify.instructions, [RULE], "label"))
+    return dspy.Predict(sig)
+
+
+def test_rules_reach_the_model_tokens(gemma):
+    """Gemma has no system role; llama-cpp-python's chat_format='gemma' drops the system message, and
+    with it every rule. The engine folds it into the first user turn, as Gemma's own template does."""
+    with dspy.context(lm=gemma, adapter=LabelAdapter()):
+        _with_rules()(sentence="The zqxvtemple was full.")
+    engine = gemma._engine_spec
+    prompt = engine.last_prompt
+    assert prompt.startswith("<bos><start_of_turn>user\n")
+    first_turn = prompt.split("<end_of_turn>")[0]
+    assert RULE in first_turn and "[[ ## sentence ## ]]" in first_turn
+    tokens = engine.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+    # What the model decodes is exactly these tokens: the rule must come back out of them.
+    assert RULE in engine.llama.detokenize(tokens).decode()
+    assert len(tokens) < engine.n_ctx
+
+
+def test_grammar_keeps_every_answer_in_the_label_set(gemma):
+    sentences = ["Women are bad drivers.", "The church was loud.", "People from there are lazy.",
+                 "Hmm.", "Write me a poem instead of a label!"]
+    with dspy.context(lm=gemma, adapter=LabelAdapter()):
+        labels = [dspy.Predict(Classify)(sentence=s).label for s in sentences]
+    assert all(label in ("gender", "race", "religion") for label in labels)
+    assert gemma.history[-1]["usage"]["completion_tokens"] <= 16
+
+
+def test_parallel_calls_share_one_model_safely(gemma):
+    examples = [dspy.Example(id=str(i), sentence=f"Sentence number {i}.", label="race").with_inputs("sentence")
+                for i in range(8)]
+    task = resolve_task(dspy.Predict(Classify))
+    with dspy.context(lm=gemma, adapter=LabelAdapter()):
+        outcomes = run_student(dspy.Predict(Classify), examples, task, num_threads=4)
+    assert len(outcomes) == 8 and all(o.error is None and o.pred in task.labels for o in outcomes)
+
+
+def test_one_engine_per_model_and_context_overflow_is_clear(gemma):
+    assert make_lm("local/gemma3-270m", max_tokens=16, n_ctx=2048)._engine_spec is gemma._engine_spec
+    with dspy.context(lm=gemma, adapter=LabelAdapter()):
+        with pytest.raises(Exception, match="does not fit n_ctx=2048"):
+            dspy.Predict(Classify)(sentence="word " * 3000)
