@@ -83,6 +83,23 @@ class Selection(_Model):
     variant: int = 0
 
 
+class Candidate(_Model):
+    selection: list[Selection]
+    macro_f1: float
+    prompt_tokens: int
+    trial: int
+
+
+class SearchResult(_Model):
+    best: Candidate
+    pareto: list[Candidate] = Field(default_factory=list, description="multi-objective: F1 vs prompt tokens")
+    n_trials: int
+    n_pruned: int
+    n_repaired: int = Field(0, description="trials whose lowest-ranked rules were dropped to fit the budget")
+    token_counter: str
+    student_calls: int = 0
+
+
 class RuleSet(_Model):
     format_version: int = FORMAT_VERSION
     predictor: str
@@ -99,6 +116,7 @@ class RuleSet(_Model):
     dev_macro_f1: float | None = None
     clustering: ClusterReport | None = None
     history: list[RefineIteration] = Field(default_factory=list)
+    search: SearchResult | None = None
     usage: list[StageUsage] = Field(default_factory=list)
     seed: int | None = None
 
@@ -118,6 +136,17 @@ class RuleSet(_Model):
                 )
             out.append(variants[sel.variant])
         return out
+
+    def pick(self, max_tokens: int) -> RuleSet:
+        """The best Pareto point within a prompt-token budget, as a new rule set (multi-objective search)."""
+        if not self.search or not self.search.pareto:
+            raise ValueError("rules.json has no Pareto front: run the search with multi_objective: true")
+        fits = [c for c in self.search.pareto if c.prompt_tokens <= max_tokens]
+        if not fits:
+            smallest = min(c.prompt_tokens for c in self.search.pareto)
+            raise ValueError(f"no Pareto point fits {max_tokens} prompt tokens; the smallest uses {smallest}")
+        chosen = max(fits, key=lambda c: (c.macro_f1, -c.prompt_tokens))
+        return self.model_copy(update={"selection": chosen.selection, "dev_macro_f1": chosen.macro_f1})
 
     def render_instructions(self) -> str:
         return render_instructions(self.base_instructions, self.active_rules(), self.label_field, self.preamble)

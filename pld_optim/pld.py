@@ -11,10 +11,11 @@ import dspy
 from dspy.teleprompt import Teleprompter
 
 from pld_optim.adapter import LabelAdapter
-from pld_optim.artifact import RuleSet, render_instructions
+from pld_optim.artifact import RuleSet, Selection, render_instructions
 from pld_optim.cluster import cluster_vectors, consolidate, make_embedder
 from pld_optim.mine import mine_rules
 from pld_optim.refine import refine_rules
+from pld_optim.search import SearchConfig, search_rules, token_counter_for
 from pld_optim.scoring import Score, run_student, score_outcomes
 from pld_optim.task import Task, example_id, resolve_task, validate_examples
 from pld_optim.usage import UsageLog
@@ -86,6 +87,7 @@ class PLD(Teleprompter):
         n_failures: int = 20,
         n_successes: int = 20,
         min_delta: float = 0.0,
+        search: SearchConfig | dict | None = None,
         adapter: dspy.Adapter | None = None,
         out_dir: str | Path | None = None,
         evaluate_baseline: bool = True,
@@ -111,6 +113,7 @@ class PLD(Teleprompter):
         self.n_failures = n_failures
         self.n_successes = n_successes
         self.min_delta = min_delta
+        self.search = search
         self.adapter = adapter
         self.out_dir = out_dir
         self.evaluate_baseline = evaluate_baseline
@@ -215,6 +218,7 @@ class PLD(Teleprompter):
             with usage.stage("baseline"):
                 baseline = dev_score([])
 
+        clustered = list(rules)
         with usage.stage("refine") as st:
             rules, history, best = refine_rules(
                 rules, task, teacher=teacher_lm, train=refine_set,
@@ -223,11 +227,38 @@ class PLD(Teleprompter):
                 min_delta=self.min_delta, seed=self.seed)
             st.failures = sum(h.note.startswith("teacher call failed") for h in history)
 
+        selection, searched = None, None
+        if self.search is not None:
+            config = self.search if isinstance(self.search, SearchConfig) else SearchConfig.model_validate(self.search)
+            refined_ids = {r.id for r in rules}
+            # The space holds the refined rules and any clustered rule that refinement replaced, seeded
+            # with both known points: the clustered list in canonical order and refine's best.
+            pool = rules + [r for r in clustered if r.id not in refined_ids]
+            seeds = [[Selection(rule_id=r.id) for r in clustered], [Selection(rule_id=r.id) for r in rules]]
+            student_lm = task.predictor.lm or dspy.settings.lm
+            count, how = token_counter_for(student_lm)
+            calls = [0]
+
+            def evaluate(active, examples):
+                calls[0] += len(examples)
+                return outcomes(active, examples)
+
+            def render_system(active):
+                sig = task.signature.with_instructions(render_instructions(base, active, task.label_field))
+                return adapter.format_system_message(sig)
+
+            with usage.stage("search"):
+                searched = search_rules(pool, dev=dev, labels=task.labels, evaluate=evaluate, render=render_system,
+                                        count_tokens=count, token_counter=how, config=config, seeds=seeds,
+                                        out_dir=out, seed=self.seed, call_counter=lambda: calls[0])
+            rules, selection = pool, searched.best.selection
+            best = best.model_copy(update={"macro_f1": searched.best.macro_f1})
+
         ruleset = RuleSet(
             predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,
-            base_instructions=base, rules=rules, clustering=report, history=history,
+            base_instructions=base, rules=rules, selection=selection, clustering=report, history=history,
             baseline_dev_macro_f1=baseline.macro_f1 if baseline else None, dev_macro_f1=best.macro_f1,
-            usage=[*usage.stages, usage.total()], seed=self.seed,
+            search=searched, usage=[*usage.stages, usage.total()], seed=self.seed,
         )
         compiled = apply_rules(student, ruleset)
         predictor = dict(compiled.named_predictors())[task.predictor_name]

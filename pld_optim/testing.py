@@ -7,6 +7,7 @@ the way ChatAdapter expects, so tests exercise the real adapter, cache and usage
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 
@@ -49,3 +50,27 @@ class ScriptedEngine:
 def scripted_lm(respond: Callable[[str, str], dict | str], name: str = "scripted", **kwargs) -> dspy.LM:
     kwargs.setdefault("cache", False)
     return dspy.LM(f"local/{name}", engine=ScriptedEngine(respond), **kwargs)
+
+
+_NUMBERED_RULE = re.compile(r"^\s*\d+\.\s*If the sentence mentions (.+?), answer ([\w-]+)\.\s*$", re.M)
+
+
+def field_value(user: str, name: str) -> str:
+    """The value of one `[[ ## name ## ]]` input as ChatAdapter rendered it."""
+    match = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond|\Z)", user, re.S)
+    return match.group(1).strip() if match else ""
+
+
+def rule_follower(default: str, field: str = "sentence") -> Callable[[str, str], dict]:
+    """A student that applies the first numbered rule 'If the sentence mentions X or Y, answer L.' whose
+    cue occurs in the input, else answers `default`: its accuracy is a known function of which rules are
+    in its system prompt, in which order and wording."""
+
+    def respond(system: str, user: str) -> dict:
+        text = f" {field_value(user, field)} "
+        for cues, label in _NUMBERED_RULE.findall(system):
+            if any(f" {cue} " in text for cue in cues.split(" or ")):
+                return {"label": label}
+        return {"label": default}
+
+    return respond

@@ -1,0 +1,262 @@
+"""Stage 4: Optuna search over which rules to include, in what order, in which phrasing.
+
+Search space, per rule i:
+- `use_i` (categorical True/False): include the rule.
+- `rank_i` (float in [0, 1]): rules are shown sorted by rank. A permutation encoded as independent
+  rank keys is something TPE can model: "rule i early" is a one-dimensional preference (low rank_i),
+  whereas a categorical over n! orders, or a swap sequence, has no structure a density model can learn.
+- `variant_i` (int): which phrasing; only for rules that have alternatives.
+
+Objective: corpus macro F1 over the dev split, in single-objective mode evaluated in fixed chunks of
+`minibatch_size` with the running F1 reported after each so a pruner stops bad configurations early;
+a trial that survives every chunk is a full dev evaluation. A hard `max_prompt_tokens` turns over-budget
+configurations into feasible ones by dropping their lowest-ranked rules (a repair decoder: the budget is
+never broken and no trial is wasted on an infeasible point). The
+multi-objective mode (NSGA-II) trades F1 against prompt tokens and returns the Pareto front.
+
+Samplers, pruners and storages stay Optuna's own: the study lives in any storage URL (SQLite in the
+output folder by default; PostgreSQL for many workers) and is opened with `load_if_exists`, so running
+the same compile again continues the study where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import dspy
+import optuna
+from pydantic import BaseModel, ConfigDict, Field
+
+from pld_optim.artifact import Candidate, Rule, SearchResult, Selection
+from pld_optim.scoring import Outcome, score_outcomes
+
+logger = logging.getLogger(__name__)
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_trials: int = Field(30, ge=1, description="total trials in the study, counting earlier runs")
+    timeout: float | None = Field(None, gt=0, description="seconds for this run")
+    max_student_calls: int | None = Field(None, gt=0, description="stop starting trials past this many calls")
+    minibatch_size: int = Field(16, gt=0)
+    max_prompt_tokens: int | None = Field(None, gt=0, description="hard cap on the rendered system prompt")
+    multi_objective: bool = False
+    sampler: str = Field("tpe", pattern="^(tpe|random)$")
+    pruner: str = Field("median", pattern="^(median|none)$")
+    n_startup_trials: int = Field(8, ge=0)
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite in out_dir, else memory")
+    study_name: str | None = None
+    pick_max_tokens: int | None = Field(None, gt=0, description="multi-objective: best F1 within this many tokens")
+    plots: bool = True
+
+
+def selection_from_params(params: dict, rules: list[Rule]) -> list[Selection]:
+    chosen = [(params.get(f"rank_{i}", i / max(1, len(rules))), i) for i, _ in enumerate(rules)
+              if params.get(f"use_{i}", True)]
+    return [Selection(rule_id=rules[i].id, variant=int(params.get(f"variant_{i}", 0))) for _, i in sorted(chosen)]
+
+
+def params_for(selection: list[Selection], rules: list[Rule]) -> dict:
+    """The point in the search space that renders `selection` (for enqueue_trial)."""
+    order = {s.rule_id: (k, s.variant) for k, s in enumerate(selection)}
+    n = max(1, len(rules))
+    params = {}
+    for i, rule in enumerate(rules):
+        params[f"use_{i}"] = rule.id in order
+        params[f"rank_{i}"] = (order[rule.id][0] + 0.5) / n if rule.id in order else (i + 0.5) / n
+        if len(rule.variants()) > 1:
+            params[f"variant_{i}"] = order.get(rule.id, (0, 0))[1]
+    return params
+
+
+def study_name_for(rules: list[Rule], name: str | None) -> str:
+    """A new rule set gets a new study: old trials scored other rules and must not mix in."""
+    digest = hashlib.sha1("\n".join(v for r in rules for v in r.variants()).encode()).hexdigest()[:10]
+    return f"{name or 'pld'}-{digest}"
+
+
+def search_rules(
+    rules: list[Rule],
+    *,
+    dev: list[dspy.Example],
+    labels: list[str],
+    evaluate: Callable[[list[str], list[dspy.Example]], list[Outcome]],
+    render: Callable[[list[str]], str],
+    count_tokens: Callable[[str], int],
+    token_counter: str,
+    config: SearchConfig,
+    seeds: list[list[Selection]] = (),
+    out_dir: Path | None = None,
+    seed: int = 0,
+    call_counter: Callable[[], int] | None = None,
+) -> SearchResult:
+    if not rules:
+        raise ValueError("search: there are no rules to search over")
+    texts = [rule.variants() for rule in rules]
+    order = list(range(len(dev)))
+    random.Random(seed).shuffle(order)
+    chunks = [[dev[i] for i in order[k:k + config.minibatch_size]] for k in range(0, len(dev), config.minibatch_size)]
+    budget = config.max_prompt_tokens
+    if budget and count_tokens(render([])) > budget:
+        raise ValueError(f"search: max_prompt_tokens={budget} is below the prompt without any rule "
+                         f"({count_tokens(render([]))} tokens, {token_counter})")
+
+    def tokens_of(selection: list[Selection]) -> tuple[list[str], int]:
+        by_id = {r.id: r for r in rules}
+        active = [by_id[s.rule_id].variants()[s.variant] for s in selection]
+        return active, count_tokens(render(active))
+
+    def objective(trial: optuna.Trial):
+        params = {}
+        for i, variants in enumerate(texts):
+            params[f"use_{i}"] = trial.suggest_categorical(f"use_{i}", [True, False])
+            params[f"rank_{i}"] = trial.suggest_float(f"rank_{i}", 0.0, 1.0)
+            if len(variants) > 1:
+                params[f"variant_{i}"] = trial.suggest_int(f"variant_{i}", 0, len(variants) - 1)
+        selection = selection_from_params(params, rules)
+        active, n_tokens = tokens_of(selection)
+        dropped = 0
+        while budget and n_tokens > budget and selection:
+            # Repair, not reject: the lowest-ranked rules go until the prompt fits, so every trial is a
+            # feasible prompt and the objective stays a deterministic function of the parameters.
+            selection = selection[:-1]
+            dropped += 1
+            active, n_tokens = tokens_of(selection)
+        trial.set_user_attr("prompt_tokens", n_tokens)
+        trial.set_user_attr("selection", [s.model_dump() for s in selection])
+        trial.set_user_attr("dropped_for_budget", dropped)
+        if config.multi_objective:  # Optuna cannot prune multi-objective trials: one full pass.
+            outcomes = evaluate(active, dev)
+            return score_outcomes(outcomes, labels).macro_f1, float(n_tokens)
+        outcomes: list[Outcome] = []
+        for step, chunk in enumerate(chunks):
+            outcomes += evaluate(active, chunk)
+            f1 = score_outcomes(outcomes, labels).macro_f1
+            if step < len(chunks) - 1:
+                trial.report(f1, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        return f1
+
+    storage = config.storage or (f"sqlite:///{(out_dir / 'study.db').resolve()}" if out_dir else None)
+    sampler = _sampler(config, seed)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
+              if config.pruner == "median" and not config.multi_objective else optuna.pruners.NopPruner())
+    study = optuna.create_study(
+        storage=storage, sampler=sampler, pruner=pruner, load_if_exists=True,
+        study_name=study_name_for(rules, config.study_name),
+        **({"directions": ["maximize", "minimize"]} if config.multi_objective else {"direction": "maximize"}))
+    # A trial that failed (e.g. interrupted mid-evaluation) is not counted: it is the one unit lost.
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                       optuna.trial.TrialState.PRUNED)]
+    if not finished:
+        for sel in seeds:
+            study.enqueue_trial(params_for(sel, rules), skip_if_exists=True)
+    remaining = config.n_trials - len(finished)
+    logger.info("search: study %s has %d finished trials; running %d more (at most %d student calls)",
+                study.study_name, len(finished), max(0, remaining), max(0, remaining) * len(dev))
+    start_calls = call_counter() if call_counter else 0
+    callbacks = []
+    if config.max_student_calls and call_counter:
+        def stop_on_budget(study, trial):
+            if call_counter() - start_calls >= config.max_student_calls:
+                logger.info("search: student-call budget %d reached; stopping", config.max_student_calls)
+                study.stop()
+        callbacks.append(stop_on_budget)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=config.timeout, callbacks=callbacks,
+                       gc_after_trial=False)
+    result = _result(study, rules, config, evaluate, dev, labels, token_counter)
+    result.student_calls = (call_counter() - start_calls) if call_counter else 0
+    if out_dir and config.plots:
+        save_plots(study, out_dir, config.multi_objective)
+    return result
+
+
+def _sampler(config: SearchConfig, seed: int):
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.multi_objective:
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, config.n_startup_trials))
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=config.n_startup_trials)
+
+
+def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:
+    f1 = trial.values[0]
+    return Candidate(selection=[Selection(**s) for s in trial.user_attrs["selection"]], macro_f1=f1,
+                     prompt_tokens=int(trial.user_attrs["prompt_tokens"]), trial=trial.number)
+
+
+def _result(study, rules, config, evaluate, dev, labels, token_counter) -> SearchResult:
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise RuntimeError("search: no trial completed (timeout or call budget too small?)")
+    pareto: list[Candidate] = []
+    if config.multi_objective:
+        front = sorted((_candidate(t) for t in study.best_trials),
+                       key=lambda c: (c.prompt_tokens, c.trial))
+        seen: set[tuple[int, float]] = set()  # several parameter points can render the same prompt
+        pareto = [c for c in front if (c.prompt_tokens, c.macro_f1) not in seen
+                  and not seen.add((c.prompt_tokens, c.macro_f1))]
+        pool = [c for c in pareto if config.pick_max_tokens is None or c.prompt_tokens <= config.pick_max_tokens]
+        if not pool:
+            raise RuntimeError(f"search: no Pareto point within pick_max_tokens={config.pick_max_tokens}; "
+                               f"the smallest uses {pareto[0].prompt_tokens} tokens")
+        best = max(pool, key=lambda c: (c.macro_f1, -c.prompt_tokens))
+    else:
+        best = _candidate(max(done, key=lambda t: (t.values[0], -t.user_attrs["prompt_tokens"])))
+    # Re-score the winner on the whole dev split (a cache hit when it already ran in full).
+    by_id = {r.id: r for r in rules}
+    active = [by_id[s.rule_id].variants()[s.variant] for s in best.selection]
+    best.macro_f1 = score_outcomes(evaluate(active, dev), labels).macro_f1
+    states = [t.state for t in study.trials]
+    return SearchResult(best=best, pareto=pareto, n_trials=len(study.trials),
+                        n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+                        n_repaired=sum(bool(t.user_attrs.get("dropped_for_budget")) for t in done),
+                        token_counter=token_counter)
+
+
+def save_plots(study: optuna.Study, out_dir: Path, multi_objective: bool) -> list[Path]:
+    """Optuna's own figures as self-contained HTML: history, rule importances, Pareto front."""
+    import optuna.visualization as vis
+
+    figures = {}
+    target = (lambda t: t.values[0]) if multi_objective else None
+    name = "dev macro F1"
+    try:
+        figures["optimization_history"] = vis.plot_optimization_history(study, target=target, target_name=name)
+        figures["param_importances"] = vis.plot_param_importances(
+            study, target=target, target_name=name,
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        if multi_objective:
+            figures["pareto_front"] = vis.plot_pareto_front(study, target_names=[name, "prompt tokens"])
+    except (ImportError, ValueError, RuntimeError) as exc:  # too few trials for importances, no plotly
+        logger.warning("search: plots skipped: %s", exc)
+    paths = []
+    for key, figure in figures.items():
+        path = out_dir / f"search_{key}.html"
+        figure.write_html(str(path), include_plotlyjs=True)
+        paths.append(path)
+    return paths
+
+
+def token_counter_for(lm) -> tuple[Callable[[str], int], str]:
+    """The student's own tokenizer when it is in-process; otherwise a stated estimate."""
+    engine = getattr(lm, "_engine_spec", None)
+    llama = getattr(engine, "llama", None) if hasattr(engine, "complete") and hasattr(engine, "n_ctx") else None
+    if llama is not None:
+        lock = getattr(engine, "_lock", threading.Lock())
+
+        def count(text: str) -> int:
+            with lock:
+                return len(llama.tokenize(text.encode(), add_bos=False, special=False))
+
+        return count, f"{engine.model} tokenizer"
+    return (lambda text: math.ceil(len(text) / 4)), "estimate: 4 characters per token"

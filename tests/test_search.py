@@ -1,0 +1,136 @@
+from typing import Literal
+
+import dspy
+import optuna
+import pytest
+
+from pld_optim.adapter import LabelAdapter
+from pld_optim.artifact import Rule, RuleSet, Selection, render_instructions
+from pld_optim.scoring import run_student
+from pld_optim.search import SearchConfig, params_for, search_rules, selection_from_params
+from pld_optim.task import resolve_task
+from pld_optim.testing import ScriptedEngine, rule_follower
+
+
+class Classify(dspy.Signature):
+    """Classify the bias type of the sentence."""
+
+    sentence: str = dspy.InputField()
+    label: Literal["gender", "race", "religion"] = dspy.OutputField()
+
+
+RULES = [
+    Rule(id="R1", text="If the sentence mentions she or mother, answer gender."),
+    Rule(id="R2", text="If the sentence mentions church, answer religion.",
+         phrasings=["If the sentence mentions church or prayer, answer religion."]),
+    Rule(id="R3", text="If the sentence mentions mother, answer religion."),  # conflicts with R1 when first
+    Rule(id="R4", text="If the sentence mentions country, answer race.",
+         phrasings=["If the sentence mentions country or nation or border or passport or flag, answer race."]),
+]
+CUES = [("she", "gender"), ("mother", "gender"), ("church", "religion"), ("prayer", "religion"),
+        ("country", "race"), ("nation", "race")]
+DEV = [dspy.Example(id=f"d{i}", sentence=f"Item {i}: the {cue} here.", label=label).with_inputs("sentence")
+       for i in range(24) for cue, label in [CUES[i % len(CUES)]]]
+BAD_START = [Selection(rule_id="R3"), Selection(rule_id="R1"), Selection(rule_id="R2")]
+
+
+def harness(tmp_path=None, **config):
+    engine = ScriptedEngine(rule_follower(default="race"))
+    lm = dspy.LM("local/student", engine=engine, cache=False)
+    task = resolve_task(dspy.Predict(Classify))
+
+    def evaluate(active, examples):
+        sig = Classify.with_instructions(render_instructions(Classify.instructions, active, "label"))
+        with dspy.context(lm=lm, adapter=LabelAdapter()):
+            return run_student(dspy.Predict(sig), examples, task)
+
+    def render(active):
+        return render_instructions(Classify.instructions, active, "label")
+
+    cfg = SearchConfig(**{"n_trials": 40, "minibatch_size": 8, **config})
+    kwargs = dict(dev=DEV, labels=task.labels, evaluate=evaluate, render=render,
+                  count_tokens=lambda text: len(text.split()), token_counter="words", config=cfg,
+                  seeds=[BAD_START], out_dir=tmp_path, seed=0)
+    return engine, kwargs
+
+
+def test_rank_keys_round_trip():
+    sel = [Selection(rule_id="R4", variant=1), Selection(rule_id="R1")]
+    assert selection_from_params(params_for(sel, RULES), RULES) == sel
+
+
+def test_search_finds_the_best_subset_order_and_phrasing(tmp_path):
+    engine, kwargs = harness(tmp_path)
+    result = search_rules(RULES, **kwargs)
+    assert result.best.macro_f1 == pytest.approx(1.0)
+    chosen = {s.rule_id: (k, s.variant) for k, s in enumerate(result.best.selection)}
+    assert chosen["R1"] and chosen["R2"][1] == 1 or chosen.get("R2", (0, 0))[1] == 1  # the 'prayer' wording
+    assert "R3" not in chosen or chosen["R3"][0] > chosen["R1"][0]  # the conflicting rule never comes first
+    assert result.n_pruned > 0  # minibatch chunks let the pruner stop bad configurations early
+    assert (tmp_path / "search_optimization_history.html").exists()
+    assert (tmp_path / "search_param_importances.html").exists()
+
+
+def test_prompt_budget_is_never_broken(tmp_path):
+    budget = len(render_instructions(Classify.instructions, [RULES[0].text, RULES[1].phrasings[0]], "label").split())
+    engine, kwargs = harness(tmp_path, max_prompt_tokens=budget, n_trials=60)
+    result = search_rules(RULES, **kwargs)
+    assert result.best.prompt_tokens <= budget and result.n_repaired > 0
+    assert result.best.macro_f1 == pytest.approx(1.0)  # R1 + R2's 'prayer' wording fits exactly
+    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db")[0],
+                              storage=f"sqlite:///{tmp_path}/study.db")
+    assert all(t.user_attrs["prompt_tokens"] <= budget for t in study.trials)
+    # What the student actually saw never exceeded the budget: rebuild each prompt's rule block.
+    import re
+
+    for request in engine.requests:
+        active = re.findall(r"^\s*\d+\. (If .*)$", request.system, re.M)
+        assert len(render_instructions(Classify.instructions, active, "label").split()) <= budget
+
+
+def test_budget_below_the_bare_prompt_is_a_clear_error(tmp_path):
+    _, kwargs = harness(tmp_path, max_prompt_tokens=3)
+    with pytest.raises(ValueError, match="max_prompt_tokens=3 is below the prompt without any rule"):
+        search_rules(RULES, **kwargs)
+
+
+def test_search_resumes_after_an_interruption(tmp_path):
+    engine, kwargs = harness(tmp_path, n_trials=12, pruner="none")
+    calls = {"n": 0}
+    respond = engine.respond
+
+    def dies_midway(system, user):
+        calls["n"] += 1
+        if calls["n"] == 5 * len(DEV) + 3:  # in the middle of the sixth trial
+            raise KeyboardInterrupt
+        return respond(system, user)
+
+    engine.respond = dies_midway
+    with pytest.raises(KeyboardInterrupt):
+        search_rules(RULES, **kwargs)
+    engine.respond = respond
+    before = engine.calls
+    result = search_rules(RULES, **kwargs)
+    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db")[0],
+                              storage=f"sqlite:///{tmp_path}/study.db")
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 12  # 5 kept from the first run + 7 new
+    assert states.count(optuna.trial.TrialState.FAIL) == 1  # only the trial in flight was lost
+    assert engine.calls - before == 7 * len(DEV) + len(DEV)  # 7 new trials and the final re-score
+    assert result.n_trials == 13
+
+
+def test_multi_objective_returns_a_pareto_front_to_pick_from(tmp_path):
+    engine, kwargs = harness(tmp_path, multi_objective=True, n_trials=40, n_startup_trials=8)
+    result = search_rules(RULES, **kwargs)
+    front = result.pareto
+    assert len(front) >= 2
+    assert [c.prompt_tokens for c in front] == sorted(c.prompt_tokens for c in front)
+    assert all(a.macro_f1 < b.macro_f1 for a, b in zip(front, front[1:]))  # more tokens must buy F1
+    assert (tmp_path / "search_pareto_front.html").exists()
+    rules = RuleSet(predictor="p", label_field="label", labels=["gender", "race", "religion"],
+                    base_instructions="x", rules=RULES, search=result, usage=[])
+    small = rules.pick(front[0].prompt_tokens)
+    assert small.selection == front[0].selection
+    with pytest.raises(ValueError, match="no Pareto point fits"):
+        rules.pick(front[0].prompt_tokens - 1)
