@@ -36,7 +36,10 @@ def _lm(cfg, **extra):
 
 
 def _pld(cfg: RunConfig, out: Path | None, seed: int) -> PLD:
-    return PLD(teacher=_lm(cfg.teacher), out_dir=out, seed=seed, progress=sys.stderr.isatty(),
+    search = cfg.search
+    if search is not None and search.study_name is None:
+        search = search.model_copy(update={"study_name": cfg.name})
+    return PLD(teacher=_lm(cfg.teacher), out_dir=out, seed=seed, progress=sys.stderr.isatty(), search=search,
                num_threads=cfg.teacher.threads, student_threads=cfg.student.threads, **cfg.pld.model_dump())
 
 
@@ -105,6 +108,22 @@ def evaluate_cmd(args) -> int:
     return 0
 
 
+def pick_cmd(args) -> int:
+    """Choose another point of a multi-objective search's Pareto front, with no LM call."""
+    from pld_optim.pld import apply_rules, save_artifacts
+
+    cfg = load_config(args.config)
+    out = Path(args.dir)
+    rules = RuleSet.load(out / "rules.json").pick(args.max_tokens)
+    program = apply_rules(build_program(cfg.data), rules)
+    rules.system_prompt = LabelAdapter().format_system_message(program.predictors()[0].signature)
+    save_artifacts(program, rules, out)
+    chosen = next(c for c in rules.search.pareto if c.selection == rules.selection)
+    print(f"picked {len(rules.selection)} rules, {chosen.prompt_tokens} prompt tokens, dev macro F1 "
+          f"{chosen.macro_f1:.4f}; rewrote {out / 'program.json'}, rules.json and system_prompt.txt")
+    return 0
+
+
 def report_cmd(args) -> int:
     path = Path(args.dir) / "report.md"
     if not path.exists():
@@ -142,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--limit", type=int)
     e.add_argument("--no-cache", action="store_true", help="call the student even for answers in DSPy's cache")
     e.set_defaults(func=evaluate_cmd)
+
+    p = sub.add_parser("pick", help="choose a Pareto point (multi-objective search) within a token budget")
+    p.add_argument("config")
+    p.add_argument("dir")
+    p.add_argument("--max-tokens", type=int, required=True)
+    p.set_defaults(func=pick_cmd)
 
     r = sub.add_parser("report", help="print a compile's report.md")
     r.add_argument("dir")

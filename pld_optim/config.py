@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pld_optim import data as D
+from pld_optim.search import SearchConfig
 
 
 class _Strict(BaseModel):
@@ -75,6 +76,7 @@ class RunConfig(_Strict):
     student: ModelConfig = ModelConfig(model="ollama_chat/gemma3:4b", max_tokens=32)
     teacher: ModelConfig
     pld: PLDConfig = PLDConfig()
+    search: SearchConfig | None = Field(None, description="omit to skip the Optuna search stage")
     seed: int = 0
 
 

@@ -130,7 +130,11 @@ class PLD(Teleprompter):
             "teacher: refine": self.max_refine_iters,
             "student: baseline": n_dev if self.evaluate_baseline else 0,
             "student: refine": n_dev + self.max_refine_iters * (refine_train + n_dev),
+            "student: search": self._search_config().n_trials * n_dev + n_dev if self.search is not None else 0,
         }
+
+    def _search_config(self) -> SearchConfig:
+        return self.search if isinstance(self.search, SearchConfig) else SearchConfig.model_validate(self.search)
 
     def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
         if kwargs:
@@ -229,7 +233,7 @@ class PLD(Teleprompter):
 
         selection, searched = None, None
         if self.search is not None:
-            config = self.search if isinstance(self.search, SearchConfig) else SearchConfig.model_validate(self.search)
+            config = self._search_config()
             refined_ids = {r.id for r in rules}
             # The space holds the refined rules and any clustered rule that refinement replaced, seeded
             # with both known points: the clustered list in canonical order and refine's best.
@@ -275,7 +279,7 @@ class PLD(Teleprompter):
         if out:
             save_artifacts(compiled, ruleset, out)
         logger.info("PLD: dev macro F1 %s -> %.4f with %d rules",
-                    f"{baseline.macro_f1:.4f}" if baseline else "?", best.macro_f1, len(rules))
+                    f"{baseline.macro_f1:.4f}" if baseline else "?", best.macro_f1, len(ruleset.active_rules()))
         return compiled
 
 

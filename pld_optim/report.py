@@ -39,6 +39,16 @@ def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict |
     for h in rules.history:
         lines.append(f"| {h.iteration} | {h.dev_macro_f1:.4f} | {h.n_failures} | {h.n_successes} | "
                      f"{'yes' if h.accepted else 'no'} | {_cell(h.note)} |")
+    if rules.search:
+        s = rules.search
+        lines += ["", "## Search", "",
+                  f"{s.n_trials} Optuna trials ({s.n_pruned} pruned, {s.n_repaired} repaired to fit the token budget); "
+                  f"best dev macro F1 {s.best.macro_f1:.4f} with {len(s.best.selection)} rules and "
+                  f"{s.best.prompt_tokens} prompt tokens ({s.token_counter}); {s.student_calls} student predictions."]
+        if s.pareto:
+            lines += ["", "| prompt tokens | dev macro F1 | rules |", "|---|---|---|"]
+            lines += [f"| {c.prompt_tokens} | {c.macro_f1:.4f} | {', '.join(x.rule_id for x in c.selection)} |"
+                      for c in s.pareto]
     lines += ["", "## Spend", "", "| stage | LM calls | cached | prompt tokens | completion tokens | seconds | failures |",
               "|---|---|---|---|---|---|---|"]
     for u in rules.usage:

@@ -48,3 +48,19 @@ def test_edited_rules_apply_without_mining(teacher, student, data, tmp_path):
     religion = [p for p, ex in zip(preds, dev) if ex.label == "religion"]
     assert religion and all(p == "race" for p in religion)
     assert all(p == ex.label for p, ex in zip(preds, dev) if ex.label != "religion")
+
+
+def test_compile_with_search_persists_the_study_and_selects_rules(teacher, student, data, tmp_path):
+    from pld_optim.report import render_report
+
+    train, dev = data
+    pld = PLD(teacher=teacher, n_clusters=3, out_dir=tmp_path, search={"n_trials": 8, "minibatch_size": 6})
+    compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    rules = RuleSet.load(tmp_path / "rules.json")
+    assert rules.search is not None and rules.search.n_trials == 8 and rules.selection
+    assert rules.dev_macro_f1 == pytest.approx(1.0) == rules.search.best.macro_f1
+    assert (tmp_path / "study.db").exists()
+    assert compiled.predictors()[0].signature.instructions == rules.render_instructions()
+    assert next(u for u in rules.usage if u.stage == "search").lm_calls > 0
+    assert "## Search" in render_report(rules)
+    assert pld.estimate_calls(len(train), len(dev))["student: search"] == 8 * len(dev) + len(dev)
