@@ -93,23 +93,19 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rules, dev = build()
     best = 1.0  # H0..H5 in their strong wording, no conflict first: every label right
-    target = 0.95 * best
-    print(f"space: {len(rules)} rules (use x rank x phrasing), dev {len(dev)} examples, best macro F1 {best:.2f}, "
-          f"target {target:.3f}, {args.trials} trials max, {args.seeds} seeds", file=sys.stderr)
-    table = {}
+    print(f"space: {len(rules)} rules (use x rank x phrasing), dev {len(dev)} examples, optimum macro F1 {best:.2f}, "
+          f"{args.trials} trials max, {args.seeds} seeds")
+    print("| sampler | share | runs that reached it | trials needed (median) | per seed | best F1 (mean) |")
+    print("|---|---|---|---|---|---|")
     for sampler in ("tpe", "random"):
-        needed, finals = [], []
-        for seed in range(args.seeds):
-            curve = run(sampler, seed, args.trials, rules, dev)
-            hit = next((i + 1 for i, f1 in enumerate(curve) if f1 >= target), None)
-            needed.append(hit)
-            finals.append(max(curve))
-        reached = [n for n in needed if n is not None]
-        table[sampler] = (needed, finals)
-        print(f"{sampler:>6}: reached 95% in {len(reached)}/{args.seeds} runs; trials needed "
-              f"median {statistics.median(reached) if reached else 'n/a'}, "
-              f"mean {statistics.mean(reached) if reached else float('nan'):.1f}, per seed {needed}; "
-              f"best F1 mean {statistics.mean(finals):.3f}")
+        curves = [run(sampler, seed, args.trials, rules, dev) for seed in range(args.seeds)]
+        finals = [max(c) for c in curves]
+        for share in (0.90, 0.95):
+            needed = [next((i + 1 for i, f1 in enumerate(c) if f1 >= share * best), None) for c in curves]
+            reached = [n for n in needed if n is not None]
+            median = statistics.median(reached) if reached else "n/a"
+            print(f"| {sampler} | {share:.0%} | {len(reached)}/{args.seeds} | {median} | "
+                  f"{['-' if n is None else n for n in needed]} | {statistics.mean(finals):.3f} |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import random
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +134,7 @@ def search_rules(
         trial.set_user_attr("prompt_tokens", n_tokens)
         trial.set_user_attr("selection", [s.model_dump() for s in selection])
         trial.set_user_attr("dropped_for_budget", dropped)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if config.multi_objective:  # Optuna cannot prune multi-objective trials: one full pass.
             outcomes = evaluate(active, dev)
             return score_outcomes(outcomes, labels).macro_f1, float(n_tokens)
@@ -163,7 +166,9 @@ def search_rules(
     logger.info("search: study %s has %d finished trials; running %d more (at most %d student calls)",
                 study.study_name, len(finished), max(0, remaining), max(0, remaining) * len(dev))
     start_calls = call_counter() if call_counter else 0
-    callbacks = []
+    # Counted over the whole study, so several workers sharing one storage stop at n_trials together.
+    callbacks = [optuna.study.MaxTrialsCallback(
+        config.n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))]
     if config.max_student_calls and call_counter:
         def stop_on_budget(study, trial):
             if call_counter() - start_calls >= config.max_student_calls:
@@ -185,7 +190,10 @@ def _sampler(config: SearchConfig, seed: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if config.multi_objective:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, config.n_startup_trials))
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=config.n_startup_trials)
+    # Independent TPE: on benchmarks/search_efficiency.py it beat multivariate TPE (mean best dev F1
+    # 0.924 after 100 trials against 0.866 after 150); per-rule use/rank/variant preferences are
+    # close to separable, and a 3n-dimensional joint density is too thin at these trial counts.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=False, n_startup_trials=config.n_startup_trials)
 
 
 def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:

@@ -1,0 +1,81 @@
+"""Per-example latency and output tokens on one student: zero-shot, the PLD prompt, and ChainOfThought.
+
+PLD's promise is zero-shot latency: the rules sit in a constant system prefix whose KV cache the embedded
+engine reuses (llama-cpp-python keeps the evaluated prefix between calls), and the student writes only the
+label. ChainOfThought writes a rationale first. All three run in one process on the same model, cache off,
+each mode as one block of calls (as a deployed prompt would run).
+
+    python benchmarks/latency.py [--rules out/quickstart/rules.json] [--n 20] [--model local/gemma3-270m]
+
+Without --rules, a 25-rule prompt is synthesised (about the size of the paper's StereoSet prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import dspy
+
+from pld_optim.adapter import LabelAdapter
+from pld_optim.artifact import RuleSet, render_instructions
+from pld_optim.config import build_program, load_config, load_split
+from pld_optim.models import make_lm
+
+
+def synthetic_rules(n: int = 25) -> list[str]:
+    cues = ["women and girls", "a job or trade", "skin colour or nationality", "a faith or its clergy",
+            "family roles", "income or class", "an accent or a language"]
+    labels = ["gender", "profession", "race", "religion"]
+    return [f"If the sentence ties a trait, ability or habit to {cues[i % len(cues)]}, and the context names the "
+            f"target by that group rather than by an individual name, prefer the label {labels[i % 4]} even when "
+            f"the wording is positive or only implies the trait." for i in range(n)]
+
+
+def measure(program, examples, lm) -> tuple[list[float], list[int]]:
+    seconds, tokens = [], []
+    with dspy.context(lm=lm, adapter=LabelAdapter()):
+        for ex in examples:
+            start = time.perf_counter()
+            program(**ex.inputs())
+            seconds.append(time.perf_counter() - start)
+            tokens.append(int(lm.history[-1]["usage"].get("completion_tokens") or 0))
+    return seconds, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rules", type=Path)
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--model", default="local/gemma3-270m")
+    parser.add_argument("--cot-max-tokens", type=int, default=256)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    cfg = load_config("quickstart")
+    examples = load_split(cfg.data, "test")[: args.n]
+    base = build_program(cfg.data)
+    rules = RuleSet.load(args.rules).active_rules() if args.rules else synthetic_rules()
+    sig = base.signature.with_instructions(render_instructions(base.signature.instructions, rules, "label"))
+    lm = make_lm(args.model, max_tokens=args.cot_max_tokens, cache=False)
+    prompt_tokens = lm._engine_spec.llama.tokenize(
+        LabelAdapter().format_system_message(sig).encode(), add_bos=False) if args.model.startswith("local/") else []
+    modes = {"zero-shot": base, "PLD prompt": dspy.Predict(sig), "ChainOfThought": dspy.ChainOfThought(base.signature)}
+    rows = {}
+    for name, program in modes.items():
+        measure(program, examples[:1], lm)  # warm-up: model load, first prefix evaluation
+        rows[name] = measure(program, examples, lm)
+    print(f"student {args.model}, {len(examples)} examples, PLD prompt: {len(rules)} rules, "
+          f"{len(prompt_tokens) or 'n/a'} system-prompt tokens; CoT capped at {args.cot_max_tokens} tokens")
+    print("| mode | mean s/example | median s | mean output tokens |")
+    print("|---|---|---|---|")
+    for name, (secs, toks) in rows.items():
+        print(f"| {name} | {statistics.mean(secs):.3f} | {statistics.median(secs):.3f} | {statistics.mean(toks):.1f} |")
+    pld, zero, cot = (statistics.mean(rows[k][0]) for k in ("PLD prompt", "zero-shot", "ChainOfThought"))
+    print(f"PLD / zero-shot = {pld / zero:.2f} (target <= 1.2); PLD / CoT = {pld / cot:.2f} (target <= 0.2)")
+
+
+if __name__ == "__main__":
+    main()
