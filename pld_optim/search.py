@@ -27,6 +27,7 @@ import math
 import os
 import random
 import socket
+import time
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +149,8 @@ def search_rules(
                     raise optuna.TrialPruned()
         return f1
 
-    storage = config.storage or (f"sqlite:///{(out_dir / 'study.db').resolve()}" if out_dir else None)
+    url = config.storage or (f"sqlite:///{(out_dir / 'study.db').resolve()}" if out_dir else None)
+    storage = open_storage(url) if url else None
     sampler = _sampler(config, seed)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
               if config.pruner == "median" and not config.multi_objective else optuna.pruners.NopPruner())
@@ -183,6 +185,20 @@ def search_rules(
     if out_dir and config.plots:
         save_plots(study, out_dir, config.multi_objective)
     return result
+
+
+def open_storage(url: str, attempts: int = 6):
+    """An RDB storage, retried: workers started together on a fresh database race to create Optuna's
+    tables (PostgreSQL raises on the duplicate enum type); the loser succeeds once the tables exist."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
 
 
 def _sampler(config: SearchConfig, seed: int):
