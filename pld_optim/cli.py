@@ -124,6 +124,46 @@ def pick_cmd(args) -> int:
     return 0
 
 
+def compare_cmd(args) -> int:
+    from pld_optim.compare import ALL, Setup, render_html, render_markdown, run_compare, summarize
+
+    cfg = load_config(args.config)
+    optimizers = ALL if args.optimizers == "all" else [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    out = Path(args.out)
+    program = build_program(cfg.data)
+    train, dev, test = (load_split(cfg.data, s) for s in ("train", "dev", "test"))
+    if not test:
+        raise ValueError("the test split is empty; set data.fractions or data.test_limit")
+    print(f"compare {optimizers} x seeds {seeds} | {len(train)} train, {len(dev)} dev, {len(test)} test | "
+          f"student {cfg.student.model} | teacher {cfg.teacher.model} | budget {args.budget}")
+    if args.dry_run:
+        return 0
+    from pld_optim.ollama import preflight_all
+
+    preflight_all([cfg.student.model, cfg.teacher.model], {cfg.student.model: cfg.student.api_base,
+                                                           cfg.teacher.model: cfg.teacher.api_base})
+    out.mkdir(parents=True, exist_ok=True)
+    dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(out / "cache"))
+    results = []
+    for seed in seeds:
+        setup = Setup(program=program, train=train, dev=dev, test=test, student=_lm(cfg.student),
+                      teacher=_lm(cfg.teacher), seed=seed, threads=cfg.student.threads, budget=args.budget,
+                      pld_kwargs=cfg.pld.model_dump())
+        results += run_compare(setup, optimizers, out)
+    task = resolve_task(program)
+    rows = summarize(results, out, task.labels)
+    context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
+               "data": f"{len(train)} train / {len(dev)} dev / {len(test)} test", "seeds": seeds,
+               "budget": args.budget}
+    markdown = render_markdown(rows, context)
+    (out / "compare.md").write_text(markdown, encoding="utf-8")
+    render_html(rows, markdown, out / "compare.html")
+    print(markdown)
+    print(f"wrote {out / 'compare.md'} and {out / 'compare.html'}")
+    return 0
+
+
 def report_cmd(args) -> int:
     path = Path(args.dir) / "report.md"
     if not path.exists():
@@ -167,6 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.add_argument("--max-tokens", type=int, required=True)
     p.set_defaults(func=pick_cmd)
+
+    k = sub.add_parser("compare", help="PLD against DSPy's optimizers on the same student, data and seed")
+    k.add_argument("config")
+    k.add_argument("--optimizers", default="zero-shot,cot,bootstrap-fewshot,infer-rules-0shot,miprov2-0shot,pld",
+                   help="comma-separated, or 'all': zero-shot, cot, bootstrap-fewshot, infer-rules, "
+                        "infer-rules-0shot, miprov2, miprov2-0shot, copro, gepa, simba, pld")
+    k.add_argument("--out", required=True)
+    k.add_argument("--seeds", default="0")
+    k.add_argument("--budget", choices=["small", "light"], default="small",
+                   help="small: a few candidates/trials each (fits a 2-core machine); light: DSPy's auto='light'")
+    k.add_argument("--dry-run", action="store_true")
+    k.set_defaults(func=compare_cmd)
 
     r = sub.add_parser("report", help="print a compile's report.md")
     r.add_argument("dir")
