@@ -86,7 +86,13 @@ def evaluate_cmd(args) -> int:
     program = build_program(cfg.data)
     if args.program != "none":
         path = Path(args.program)
-        program.load(str(path / "program.json" if path.is_dir() else path))  # JSON state only, no pickle
+        path = path / "program.json" if path.is_dir() else path
+        if path.suffix != ".json":
+            raise ValueError(f"--program {path}: only a program.json (or its folder) is loaded; pickled "
+                             "programs can run code and are refused")
+        if not path.exists():
+            raise FileNotFoundError(f"--program: {path} does not exist")
+        program.load(str(path))  # JSON state only: dspy refuses pickles unless allow_pickle=True
     split = args.split or ("all" if args.data else "test")
     examples = load_split(cfg.data, split, path=args.data)
     if args.limit:

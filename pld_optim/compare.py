@@ -183,6 +183,15 @@ def run_compare(setup: Setup, optimizers: list[str], out: Path) -> list[RunResul
     return results
 
 
+def isolated(program: dspy.Module) -> dspy.Module:
+    """A deep copy whose signatures are new classes. InferRules assigns `signature.instructions`, which
+    writes the class shared by every copy; without this, one optimizer's rules leak into the next run."""
+    copy = program.deepcopy()
+    for _, predictor in copy.named_predictors():
+        predictor.signature = predictor.signature.with_instructions(predictor.signature.instructions)
+    return copy
+
+
 def _run_one(name: str, setup: Setup, task: Task, out: Path) -> RunResult:
     usage = UsageLog()
     start = time.perf_counter()
@@ -190,10 +199,10 @@ def _run_one(name: str, setup: Setup, task: Task, out: Path) -> RunResult:
     with dspy.context(lm=setup.student, adapter=LabelAdapter()):
         with usage.stage(f"compile:{name}") as st:
             try:
-                compiled = _optimizers(task, setup)[name](setup.program.deepcopy())
+                compiled = _optimizers(task, setup)[name](isolated(setup.program))
             except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
                 logger.warning("compare: %s failed: %s", name, exc)
-                compiled, error = setup.program.deepcopy(), f"{type(exc).__name__}: {exc}"[:500]
+                compiled, error = isolated(setup.program), f"{type(exc).__name__}: {exc}"[:500]
                 st.failures = 1
         seconds = time.perf_counter() - start
         compiled.save(str(out / f"{name}-seed{setup.seed}.program.json"))

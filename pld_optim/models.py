@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
@@ -36,7 +37,7 @@ def resolve_gguf(name: str) -> Path:
             raise FileNotFoundError(f"GGUF model file not found: {path}")
         return path
     if name not in EMBEDDED:
-        raise ValueError(f"unknown local model {name!r}: give a .gguf path or one of {sorted(EMBEDDED)}")
+        raise ValueError(f"unknown local model {name!r}: give a path to a .gguf file or one of {sorted(EMBEDDED)}")
     package = EMBEDDED[name]
     try:
         module = __import__(package)
@@ -86,11 +87,17 @@ _GBNF_VALUES = {
 _GBNF_REF = {"string": "text", "integer": "int", "array": "list"}
 
 
-def chat_grammar(schema: dict) -> str:
-    """GBNF that makes the model write ChatAdapter's own answer format: every field header, a value of
-    the field's type (one allowed label for enums), and the completion marker."""
+def chat_grammar(schema: dict) -> tuple[str, str, str]:
+    """GBNF for ChatAdapter's own answer format: every field header, a value of the field's type (one
+    allowed label for enums), then the completion marker.
+
+    Returns (prefix, grammar, suffix). The first header and the closing marker are fixed text, so the
+    engine writes them itself instead of decoding them token by token: for a one-label answer the model
+    then decodes only the label (about 12 fewer decode steps per call).
+    """
     rules, body, used = [], [], set()
-    for i, (name, prop) in enumerate(schema["properties"].items()):
+    fields = list(schema["properties"].items())
+    for i, (name, prop) in enumerate(fields):
         if "enum" in prop:
             rules.append(f"f{i} ::= " + " | ".join(json.dumps(str(v)) for v in prop["enum"]))
             ref = f"f{i}"
@@ -100,9 +107,11 @@ def chat_grammar(schema: dict) -> str:
                 raise ValueError(f"no chat grammar for field {name!r} of type {kind!r}")
             used.add(kind)
             ref = _GBNF_REF[kind]
-        body.append(json.dumps(f"[[ ## {name} ## ]]\n") + f" {ref} " + json.dumps("\n\n"))
+        header = "" if i == 0 else json.dumps(f"\n\n[[ ## {name} ## ]]\n") + " "
+        body.append(header + ref)
     rules += [_GBNF_VALUES[k] for k in sorted(used)]
-    return "root ::= " + " ".join(body) + " " + json.dumps("[[ ## completed ## ]]") + "\n" + "\n".join(rules)
+    prefix = f"[[ ## {fields[0][0]} ## ]]\n"
+    return prefix, "root ::= " + " ".join(body) + "\n" + "\n".join(rules), "\n\n[[ ## completed ## ]]"
 
 
 class LlamaCppEngine:
@@ -144,10 +153,19 @@ class LlamaCppEngine:
             path = resolve_gguf(self.model)
             self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                 seed=self.seed, verbose=False)
+            # Free the model before interpreter teardown: llama-cpp-python's __del__ at exit raises
+            # "'NoneType' object is not callable" once its modules are gone.
+            atexit.register(self.close)
             if self.template == "auto":
                 arch = str(self._llama.metadata.get("general.architecture", ""))
                 self.template = "gemma" if arch.startswith("gemma") else "chatml"
         return self._llama
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
 
     def render(self, request) -> str:
         system = request.system if isinstance(request.system, str) else "".join(
@@ -174,14 +192,17 @@ class LlamaCppEngine:
             if len(tokens) >= self.n_ctx - 1:
                 raise dspy.lm15.ContextLengthError(
                     f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx} of local model {self.model}")
-            grammar = None
+            grammar, prefix, suffix = None, "", ""
             fmt = cfg.response_format
             if fmt and fmt.get("type") == "json_schema":
                 schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
                 name = fmt.get("name") or fmt.get("json_schema", {}).get("name")
-                text = chat_grammar(schema) if name == CHAT_FORMAT_SCHEMA else None
-                grammar = (LlamaGrammar.from_string(text, verbose=False) if text
-                           else LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False))
+                if name == CHAT_FORMAT_SCHEMA:
+                    prefix, text, suffix = chat_grammar(schema)
+                    grammar = LlamaGrammar.from_string(text, verbose=False)
+                    tokens = tokens + self.llama.tokenize(prefix.encode(), add_bos=False, special=False)
+                else:
+                    grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             out = self.llama.create_completion(
                 tokens, max_tokens=max_tokens, temperature=cfg.temperature or 0.0,
                 top_p=cfg.top_p if cfg.top_p is not None else 0.95,
@@ -191,7 +212,8 @@ class LlamaCppEngine:
         choice = out["choices"][0]
         usage = out.get("usage", {})
         return Response(
-            id=out.get("id"), model=request.model, message=Message.assistant([TextPart(choice["text"])]),
+            id=out.get("id"), model=request.model,
+            message=Message.assistant([TextPart(prefix + choice["text"] + (suffix if prefix else ""))]),
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             usage=Usage(input_tokens=usage.get("prompt_tokens", len(tokens)),
                         output_tokens=usage.get("completion_tokens", 0), total_tokens=usage.get("total_tokens")),
@@ -214,6 +236,9 @@ def make_lm(model: str | dspy.BaseLM, *, max_tokens: int = 512, temperature: flo
     """
     if isinstance(model, dspy.BaseLM):
         return model
+    if not isinstance(model, str) or "/" not in model or model.endswith("/") or model.startswith("/"):
+        raise ValueError(f"invalid model string {model!r}: use provider/model, e.g. ollama_chat/gemma3:4b, "
+                         "openai/gpt-4o-mini, gemini/gemini-2.5-flash, or local/gemma3-270m")
     if model.startswith("local/"):
         name = model.removeprefix("local/")
         key = (name, tuple(sorted(engine_kwargs.items())))

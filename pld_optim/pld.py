@@ -141,6 +141,10 @@ class PLD(Teleprompter):
             raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
         task = resolve_task(student, self.labels, self.label_field)
         train = validate_examples(trainset, task, "train")
+        classes = {str(ex[task.label_field]) for ex in train}
+        if len(classes) < 2:
+            raise ValueError(f"PLD: every train example has the label {classes.pop()!r}; rules that separate labels "
+                             "need at least two classes in the trainset")
         if valset is None:
             train, dev = split_dev(train, task)
             logger.warning("PLD: no valset given; using a hashed 25%% of the trainset (%d examples) as dev", len(dev))

@@ -54,6 +54,8 @@ def test_compare_runs_optimizers_on_the_same_setup_and_resumes(tmp_path):
     render_html(rows, markdown, tmp_path / "compare.html")
     assert "plotly" in (tmp_path / "compare.html").read_text()[:5_000_000].lower()
 
+    # InferRules writes the shared signature class in place; the harness must have isolated it.
+    assert Classify.instructions == "Classify the bias type of the sentence."
     calls = teacher._engine_spec.calls
     again = run_compare(setup, names, tmp_path)  # finished optimizers are not run again
     assert teacher._engine_spec.calls == calls and [r.macro_f1 for r in again] == [r.macro_f1 for r in results]

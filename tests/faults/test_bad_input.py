@@ -1,0 +1,145 @@
+"""Bad input ends in a clear error naming the file, row, field or setting, before any LM call."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dspy
+import pytest
+import yaml
+
+from pld_optim import PLD, RuleSet
+from pld_optim.config import DataConfig, load_config, load_split
+from pld_optim.data import DataError, load_contract_nli, load_generic, load_stereoset
+from pld_optim.models import make_lm, resolve_gguf
+
+QUICKSTART = Path(__file__).parents[2] / "pld_optim" / "configs" / "quickstart.yaml"
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+GENERIC = dict(inputs=["text"], label="label", labels=["pos", "neg"])
+
+CASES = {
+    "json: malformed": (lambda t: load_stereoset(write(t, "s.json", '{"data": {"intrasentence": [}')),
+                        r"s\.json: malformed JSON at line 1, column 29"),
+    "json: wrong layout": (lambda t: load_stereoset(write(t, "s.json", '{"items": []}')),
+                           r"s\.json: expected \{'data'"),
+    "jsonl: malformed row": (lambda t: load_generic(write(t, "d.jsonl", '{"text": "a", "label": "pos"}\n{"text": \n'),
+                                                    **GENERIC), r"d\.jsonl line 2: malformed JSON"),
+    "jsonl: row not an object": (lambda t: load_generic(write(t, "d.jsonl", '["a", "pos"]\n'), **GENERIC),
+                                 r"d\.jsonl line 1: expected a JSON object, got list"),
+    "csv: extra column": (lambda t: load_generic(write(t, "d.csv", "text,label\na,pos\nb,neg,oops\n"), **GENERIC),
+                          r"d\.csv line 3: 2 columns expected"),
+    "csv: short row": (lambda t: load_generic(write(t, "d.csv", "text,label\na,pos\nb\n"), **GENERIC),
+                       r"d\.csv line 3: 2 columns expected"),
+    "non-UTF-8 bytes": (lambda t: load_generic(write(t, "d.csv", b"text,label\ncaf\xe9,pos\n"), **GENERIC),
+                        r"d\.csv: not UTF-8 text \(byte 14"),
+    "missing input field": (lambda t: load_generic(write(t, "d.csv", "text,label\n,pos\n"), **GENERIC),
+                            r"d\.csv row 2: missing value for column\(s\) \['text'\]"),
+    "missing label": (lambda t: load_generic(write(t, "d.jsonl", '{"text": "a"}\n'), **GENERIC),
+                      r"d\.jsonl row 1: missing value for column\(s\) \['label'\]"),
+    "unknown label": (lambda t: load_generic(write(t, "d.csv", "text,label\na,pos\nb,meh\n"), **GENERIC),
+                      r"d\.csv row 3: label 'meh' in column 'label' is not one of \['pos', 'neg'\]"),
+    "duplicate ids": (lambda t: load_generic(write(t, "d.csv", "id,text,label\n1,a,pos\n1,b,neg\n"), id_field="id",
+                                             **GENERIC), r"d\.csv: rows 1 and 2 have the same id '1'"),
+    "unsupported file type": (lambda t: load_generic(write(t, "d.xlsx", "x"), **GENERIC),
+                              r"d\.xlsx: unsupported file type '\.xlsx'"),
+    "data file not found": (lambda t: load_generic(t / "nope.csv", **GENERIC), r"data file not found: .*nope\.csv"),
+    "stereoset: unknown bias type": (lambda t: load_stereoset(write(t, "s.json", json.dumps({"data": {
+        "intrasentence": [{"id": "x1", "bias_type": "age", "context": "c", "sentences": []}]}}))),
+        r"intrasentence item 0 \(id x1\): unknown bias_type 'age'"),
+    "stereoset: missing field": (lambda t: load_stereoset(write(t, "s.json", json.dumps({"data": {
+        "intrasentence": [{"id": "x1", "bias_type": "race", "sentences": []}]}}))),
+        r"item 0 \(id x1\): missing field 'context'"),
+    "contract_nli: unknown label": (lambda t: load_contract_nli(write(t, "c.json", json.dumps({
+        "labels": {"nda-1": {"hypothesis": "h"}},
+        "documents": [{"id": 7, "text": "t", "spans": [[0, 1]],
+                       "annotation_sets": [{"annotations": {"nda-1": {"choice": "Maybe", "spans": []}}}]}]}))),
+        r"document 0 hypothesis nda-1: label 'Maybe' is not one of"),
+    "split name typo": (lambda t: load_split(DataConfig(dataset="stereoset", path=str(write(t, "s.json", json.dumps(
+        {"data": {"intrasentence": []}})))), "valid"), r"unknown split 'valid'"),
+    "config: unknown key": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text() + "\nsaerch: {}\n")),
+                            r"c\.yaml: invalid config: saerch: Extra inputs are not permitted"),
+    "config: bad value": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text().replace(
+        "max_refine_iters: 1", "max_refine_iters: -1"))), r"pld\.max_refine_iters: Input should be greater"),
+    "config: not YAML": (lambda t: load_config(write(t, "c.yaml", "data: [unclosed\n")), r"c\.yaml: not valid YAML"),
+    "config: fractions": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text().replace(
+        "framing: bias_type", "framing: bias_type\n  fractions: [0.5, 0.5, 0.5]"))), r"data\.fractions: .*sum to 1"),
+    "model string without provider": (lambda t: make_lm("gpt4"), r"invalid model string 'gpt4': use provider/model"),
+    "unknown local model": (lambda t: resolve_gguf("llama-9000"), r"unknown local model 'llama-9000'"),
+    "rules.json: unknown key": (lambda t: RuleSet.load(write(t, "rules.json", json.dumps({
+        "predictor": "p", "label_field": "label", "labels": ["a", "b"], "base_instructions": "x", "rules": [],
+        "usage": [], "colour": "red"}))), r"colour\n  Extra inputs are not permitted"),
+    "rules.json: selection names a missing rule": (lambda t: RuleSet.load(write(t, "rules.json", json.dumps({
+        "predictor": "p", "label_field": "label", "labels": ["a", "b"], "base_instructions": "x", "rules": [],
+        "selection": [{"rule_id": "R9"}], "usage": []}))).render_instructions(), r"selection names rule 'R9'"),
+    "rules.json: not JSON": (lambda t: RuleSet.load(write(t, "rules.json", "{oops")), r"rules\.json: not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_named(name, tmp_path):
+    build, message = CASES[name]
+    with pytest.raises((ValueError, DataError, FileNotFoundError)) as err:
+        build(tmp_path)
+    assert __import__("re").search(message, str(err.value)), f"{name}: {err.value}"
+
+
+class Classify(dspy.Signature):
+    """Label."""
+
+    text: str = dspy.InputField()
+    label: __import__("typing").Literal["pos", "neg"] = dspy.OutputField()
+
+
+def _never_called(*args):
+    raise AssertionError("an LM was called before the input was checked")
+
+
+@pytest.mark.parametrize("train, dev, message", [
+    ([], [dspy.Example(text="a", label="pos")], "the train split is empty"),
+    ([dspy.Example(text=f"t{i}", label="pos") for i in range(4)], [dspy.Example(text="a", label="neg")],
+     "every train example has the label 'pos'"),
+    ([dspy.Example(text="a", label="pos"), dspy.Example(text="b", label="neg")], [], "the dev split is empty"),
+    ([dspy.Example(text="a", label="pos"), dspy.Example(text="b", label="bad")], None,
+     "train row 1 has label 'bad'"),
+])
+def test_bad_splits_fail_before_any_lm_call(train, dev, message):
+    from pld_optim.testing import scripted_lm
+
+    teacher = scripted_lm(_never_called)
+    with dspy.context(lm=scripted_lm(_never_called)):
+        with pytest.raises(ValueError, match=message):
+            PLD(teacher=teacher).compile(dspy.Predict(Classify), trainset=train, valset=dev)
+
+
+def _cli(*args):
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.run([sys.executable, "-m", "pld_optim", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_unreachable_ollama_stops_compile_before_the_teacher(tmp_path):
+    cfg = yaml.safe_load(QUICKSTART.read_text())
+    cfg["student"] = {"model": "ollama_chat/gemma3:4b", "api_base": "http://127.0.0.1:9", "max_tokens": 8}
+    path = write(tmp_path, "c.yaml", yaml.safe_dump(cfg))
+    result = _cli("compile", str(path), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Start it with `ollama serve`, then `ollama pull gemma3:4b`" in result.stderr
+    assert not (tmp_path / "o" / "mined.jsonl").exists()
+
+
+def test_pickled_programs_are_refused(tmp_path):
+    pkl = write(tmp_path, "program.pkl", b"\x80\x04K\x01.")
+    result = _cli("evaluate", "quickstart", "--program", str(pkl), "--limit", "1")
+    assert result.returncode == 2 and "pickled programs can run code and are refused" in result.stderr
