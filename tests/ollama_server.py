@@ -35,6 +35,9 @@ class OllamaStub(ThreadingHTTPServer):
         self.models = {name: {"modified_at": _now()} for name in served}
         self.pullable = set(pullable or [])
         self.requests: list[tuple[str, dict]] = []
+        # Fault injection for tests: fault(path, body) -> None (answer normally), ("status", code, body),
+        # ("sleep", seconds) then answer, or ("content", text) to answer with that text instead of the model.
+        self.fault = None
 
     @property
     def url(self) -> str:
@@ -133,6 +136,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self._body()
         name = body.get("model") or body.get("name") or ""
+        fault = self.server.fault(self.path, body) if self.server.fault else None
+        if fault and fault[0] == "status":
+            return self._json(fault[1], fault[2])
+        if fault and fault[0] == "sleep":
+            time.sleep(fault[1])
+        self._content = fault[1] if fault and fault[0] == "content" else None
         if self.path == "/api/show":
             if name not in self.server.models:
                 return self._missing(name)
@@ -170,10 +179,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/chat/completions":
             if name not in self.server.models:
                 return self._missing(name, openai=True)
-            text, stats = self.server.generate(
-                body.get("messages", []), max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
-                temperature=body.get("temperature", 1.0), schema=_schema_of(body.get("response_format")),
-                seed=body.get("seed"))
+            if self._content is not None:
+                text, stats = self._content, {"prompt_eval_count": 1, "eval_count": 1, "done_reason": "stop",
+                                              "total_duration": 0}
+            else:
+                text, stats = self.server.generate(
+                    body.get("messages", []), max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
+                    temperature=body.get("temperature", 1.0), schema=_schema_of(body.get("response_format")),
+                    seed=body.get("seed"))
             return self._json(200, {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:8]}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "system_fingerprint": "fp_ollama",
