@@ -1,3 +1,4 @@
+import json
 import os
 import re
 from typing import Literal
@@ -43,14 +44,14 @@ def teacher_respond(system: str, user: str):
         cue = next(c for c in CUES[gold] if f" {c} " in field(user, "example"))
         return {"rationale": f"The word '{cue}' signals {gold}.", "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
     if "Merge related labelling rules" in system:
-        rules = eval(field(user, "rules"))  # test-only: the adapter renders list inputs as JSON
+        rules = json.loads(field(user, "rules"))  # the adapter renders list inputs as JSON
         cues = sorted({r.split("such as ")[1].split(",")[0] for r in rules})
         answers = [r.split("answer ")[1].rstrip(".") for r in rules]
         label = max(set(answers), key=answers.count)
         text = f"If the sentence mentions {' or '.join(cues)}, answer {label}."
         return {"instruction": text, "phrasings": [f"Sentences with {' or '.join(cues)} are {label}."]}
     if "A small model labels examples" in system:
-        rules = eval(field(user, "rules"))
+        rules = json.loads(field(user, "rules"))
         return {"revised_rules": rules}
     raise AssertionError("unexpected teacher prompt: " + system[:200])
 
