@@ -35,15 +35,19 @@ def synthetic_rules(n: int = 25) -> list[str]:
             f"the wording is positive or only implies the trait." for i in range(n)]
 
 
-def measure(program, examples, lm, adapter=None) -> tuple[list[float], list[int]]:
-    seconds, tokens = [], []
+def measure(program, examples, lm, adapter=None) -> tuple[list[float], list[int], int]:
+    """Seconds and output tokens per example; an answer that does not parse is timed and counted."""
+    seconds, tokens, failures = [], [], 0
     with dspy.context(lm=lm, adapter=adapter or LabelAdapter()):
         for ex in examples:
             start = time.perf_counter()
-            program(**ex.inputs())
+            try:
+                program(**ex.inputs())
+            except Exception:  # noqa: BLE001 - a weak model's unparsable answer still cost its time
+                failures += 1
             seconds.append(time.perf_counter() - start)
             tokens.append(int(lm.history[-1]["usage"].get("completion_tokens") or 0))
-    return seconds, tokens
+    return seconds, tokens, failures
 
 
 def main() -> None:
@@ -74,10 +78,11 @@ def main() -> None:
         rows[name] = measure(program, examples, lm, adapter)
     print(f"student {args.model}, {len(examples)} examples, PLD prompt: {len(rules)} rules, "
           f"{len(prompt_tokens) or 'n/a'} system-prompt tokens; CoT capped at {args.cot_max_tokens} tokens")
-    print("| mode | mean s/example | median s | mean output tokens |")
-    print("|---|---|---|---|")
-    for name, (secs, toks) in rows.items():
-        print(f"| {name} | {statistics.mean(secs):.3f} | {statistics.median(secs):.3f} | {statistics.mean(toks):.1f} |")
+    print("| mode | mean s/example | median s | mean output tokens | unparsable answers |")
+    print("|---|---|---|---|---|")
+    for name, (secs, toks, bad) in rows.items():
+        print(f"| {name} | {statistics.mean(secs):.3f} | {statistics.median(secs):.3f} | {statistics.mean(toks):.1f} "
+              f"| {bad} |")
     pld, zero, cot, free = (statistics.mean(rows[k][0]) for k in
                             ("PLD prompt", "zero-shot", "ChainOfThought", "ChainOfThought, no grammar"))
     print(f"PLD / zero-shot = {pld / zero:.2f} (target <= 1.2); PLD / CoT = {pld / cot:.2f}, "

@@ -20,7 +20,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
 from pld_optim.artifact import ClusterReport, MinedRule, Rule
-from pld_optim.mine import restates
+from pld_optim.mine import degenerate, restates
 from pld_optim.task import Task
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,8 @@ def consolidate(
             phrasings = [" ".join(str(p).split()) for p in (out.phrasings or []) if str(p).strip()]
             if not text:
                 raise ValueError("teacher returned an empty instruction")
+            if degenerate(text):
+                raise ValueError("teacher's merged instruction repeats itself")
             if restates(text, MergeRules.__doc__):
                 raise ValueError("teacher echoed the merge instructions instead of merging")
         except Exception as exc:  # noqa: BLE001

@@ -66,6 +66,8 @@ def mine_rules(
             error = None if rule else "teacher returned no rule"
             if rule and len(rule.split()) < 3:
                 error = f"the rule {rule!r} is too short to be a rule"
+            if rule and degenerate(rule):
+                error = "the rule repeats itself (a looping teacher)"
             if rule and restates(rule, format_inputs(example, task.input_fields)):
                 error = "the rule restates the example instead of generalising it"
             mined = MinedRule(example_id=eid, gold=gold, rationale=str(out.rationale or "").strip(), rule=rule,
@@ -98,6 +100,12 @@ def restates(rule: str, example_text: str, threshold: float = 0.8) -> bool:
     if len(words) < 3:
         return False
     return len(words & set(_CONTENT.findall(example_text.lower()))) / len(words) >= threshold
+
+
+def degenerate(text: str, min_words: int = 16, min_distinct: float = 0.45) -> bool:
+    """Small teachers loop ("It is about gender. It is about gender. ..."); such text is no rule."""
+    words = text.lower().split()
+    return len(words) >= min_words and len(set(words)) / len(words) < min_distinct
 
 
 def _read_checkpoint(path: Path | None) -> dict[str, MinedRule]:

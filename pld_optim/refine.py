@@ -16,7 +16,7 @@ import dspy
 import numpy as np
 
 from pld_optim.artifact import RefineIteration, Rule
-from pld_optim.mine import restates
+from pld_optim.mine import degenerate, restates
 from pld_optim.scoring import Outcome, Score
 from pld_optim.task import Task, example_id, format_inputs
 
@@ -87,7 +87,7 @@ def refine_rules(
                                rules=[r.text for r in best_rules], failures=describe(failures, by_id, task),
                                successes=describe(successes, by_id, task))
             revised = [" ".join(str(t).split()) for t in (out.revised_rules or []) if str(t).strip()]
-            revised = [t for t in revised if not restates(t, ResolveConflicts.__doc__)]
+            revised = [t for t in revised if not restates(t, ResolveConflicts.__doc__) and not degenerate(t)]
             if not revised:
                 raise ValueError("teacher returned no rules")
         except Exception as exc:  # noqa: BLE001

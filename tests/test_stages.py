@@ -62,6 +62,13 @@ def test_restated_examples_are_not_rules():
     assert not restates("If a sentence ties a job to a trait, answer profession.", "sentence: The chess player")
 
 
+def test_looping_text_is_not_a_rule():
+    from pld_optim.mine import degenerate
+
+    assert degenerate("It is about gender. " * 6)
+    assert not degenerate("If the sentence ties a trait to a job or trade rather than to a person, answer profession.")
+
+
 def test_kmeans_reports_clusters_and_noise():
     texts = ["mentions she mother wife gender"] * 5 + ["mentions church prayer religion"] * 5 + ["lonely outlier"]
     vectors = TfidfEmbedder()(texts)
