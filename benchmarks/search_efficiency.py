@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 from typing import Literal
 
 import dspy

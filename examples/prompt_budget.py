@@ -33,7 +33,8 @@ compiled = pld.compile(dspy.Predict(BiasType), trainset=train, valset=dev)
 
 front = pld.rules_.search.pareto
 for point in front:
-    print(f"{point.prompt_tokens:6d} tokens  dev macro F1 {point.macro_f1:.3f}  rules {[s.rule_id for s in point.selection]}")
+    rules = [s.rule_id for s in point.selection]
+    print(f"{point.prompt_tokens:6d} tokens  dev macro F1 {point.macro_f1:.3f}  rules {rules}")
 budget = front[len(front) // 2].prompt_tokens
 cheaper = apply_rules(dspy.Predict(BiasType), pld.rules_.pick(max_tokens=budget))
 print(f"picked the best point within {budget} tokens:\n{cheaper.predictors()[0].signature.instructions}")

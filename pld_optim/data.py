@@ -274,7 +274,8 @@ def _read_rows(path: Path):
         reader = csv.DictReader(text.splitlines(keepends=True))
         for n, row in enumerate(reader, 2):  # line 1 is the header
             if None in row or any(v is None for v in row.values()):
-                raise DataError(f"{path} line {n}: {len(reader.fieldnames)} columns expected, row has a different count")
+                raise DataError(
+                    f"{path} line {n}: {len(reader.fieldnames)} columns expected, row has a different count")
             yield n, row
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .jsonl")

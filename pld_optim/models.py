@@ -149,7 +149,8 @@ class LlamaCppEngine:
             try:
                 from llama_cpp import Llama
             except ImportError as exc:
-                raise ImportError("the embedded backend needs llama-cpp-python: pip install 'pld-optim[local]'") from exc
+                raise ImportError(
+                    "the embedded backend needs llama-cpp-python: pip install 'pld-optim[local]'") from exc
             path = resolve_gguf(self.model)
             self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                 seed=self.seed, verbose=False)

@@ -15,8 +15,8 @@ from pld_optim.artifact import RuleSet, Selection, render_instructions
 from pld_optim.cluster import cluster_vectors, consolidate, make_embedder
 from pld_optim.mine import mine_rules
 from pld_optim.refine import refine_rules
-from pld_optim.search import SearchConfig, search_rules, token_counter_for
 from pld_optim.scoring import Score, run_student, score_outcomes
+from pld_optim.search import SearchConfig, search_rules, token_counter_for
 from pld_optim.task import Task, example_id, resolve_task, validate_examples
 from pld_optim.usage import UsageLog
 

@@ -49,7 +49,8 @@ def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict |
             lines += ["", "| prompt tokens | dev macro F1 | rules |", "|---|---|---|"]
             lines += [f"| {c.prompt_tokens} | {c.macro_f1:.4f} | {', '.join(x.rule_id for x in c.selection)} |"
                       for c in s.pareto]
-    lines += ["", "## Spend", "", "| stage | LM calls | cached | prompt tokens | completion tokens | seconds | failures |",
+    lines += ["", "## Spend", "",
+              "| stage | LM calls | cached | prompt tokens | completion tokens | seconds | failures |",
               "|---|---|---|---|---|---|---|"]
     for u in rules.usage:
         lines.append(f"| {u.stage} | {u.lm_calls} | {u.cache_hits} | {u.prompt_tokens} | {u.completion_tokens} | "

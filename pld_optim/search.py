@@ -27,8 +27,8 @@ import math
 import os
 import random
 import socket
-import time
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 

@@ -42,7 +42,8 @@ def teacher_respond(system: str, user: str):
     if "distil a labelling policy" in system:
         gold = field(user, "gold_label")
         cue = next(c for c in CUES[gold] if f" {c} " in field(user, "example"))
-        return {"rationale": f"The word '{cue}' signals {gold}.", "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
+        return {"rationale": f"The word '{cue}' signals {gold}.",
+                "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
     if "Merge related labelling rules" in system:
         rules = json.loads(field(user, "rules"))  # the adapter renders list inputs as JSON
         cues = sorted({r.split("such as ")[1].split(",")[0] for r in rules})

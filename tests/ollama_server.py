@@ -147,7 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._missing(name)
             return self._json(200, {"modelfile": f"FROM {name}", "parameters": "", "template": "{{ .Prompt }}",
                                     "details": {"format": "gguf", "family": "gemma3"}, "model_info": {},
-                                    "capabilities": ["completion"], "modified_at": self.server.models[name]["modified_at"]})
+                                    "capabilities": ["completion"],
+                                    "modified_at": self.server.models[name]["modified_at"]})
         if self.path == "/api/pull":
             if name not in self.server.pullable and name not in self.server.models:
                 return self._json(500, {"error": "pull model manifest: file does not exist"})

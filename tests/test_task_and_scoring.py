@@ -4,9 +4,8 @@ import dspy
 import pytest
 from conftest import Classify, make_examples
 
-from pld_optim.scoring import Outcome, run_student, score_outcomes
+from pld_optim.scoring import Outcome, score_outcomes
 from pld_optim.task import normalize_label, resolve_task, validate_examples
-from pld_optim.testing import scripted_lm
 
 
 def test_label_set_comes_from_literal_or_labels_argument():

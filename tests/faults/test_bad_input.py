@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import dspy
 import pytest
@@ -92,14 +94,14 @@ def test_bad_input_is_named(name, tmp_path):
     build, message = CASES[name]
     with pytest.raises((ValueError, DataError, FileNotFoundError)) as err:
         build(tmp_path)
-    assert __import__("re").search(message, str(err.value)), f"{name}: {err.value}"
+    assert re.search(message, str(err.value)), f"{name}: {err.value}"
 
 
 class Classify(dspy.Signature):
     """Label."""
 
     text: str = dspy.InputField()
-    label: __import__("typing").Literal["pos", "neg"] = dspy.OutputField()
+    label: Literal["pos", "neg"] = dspy.OutputField()
 
 
 def _never_called(*args):
