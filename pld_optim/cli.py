@@ -135,6 +135,9 @@ def compare_cmd(args) -> int:
 
     cfg = load_config(args.config)
     optimizers = ALL if args.optimizers == "all" else [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    unknown = [o for o in optimizers if o not in ALL]
+    if unknown:
+        raise ValueError(f"unknown optimizer(s) {unknown}; choose from {ALL}")
     seeds = [int(x) for x in args.seeds.split(",")]
     out = Path(args.out)
     program = build_program(cfg.data)

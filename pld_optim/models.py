@@ -125,19 +125,23 @@ class LlamaCppEngine:
     supports_response_format = True
 
     def __init__(self, model: str = "gemma3-270m", *, n_ctx: int = 4096, n_threads: int | None = None,
-                 template: str = "auto", max_tokens: int = 256, seed: int = 0):
+                 template: str = "auto", max_tokens: int = 256, seed: int = 0, repeat_penalty: float = 1.15):
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.template = template
         self.max_tokens = max_tokens
         self.seed = seed
+        # Tiny models loop in free text ("It is about gender. It is about gender. ..."); llama.cpp's
+        # repetition penalty curbs it. Measured with SmolLM2 mining: see the models issue note.
+        self.repeat_penalty = repeat_penalty
         self._llama = None
         self._lock = threading.Lock()
         self.last_prompt: str | None = None
 
     def dump_state(self) -> dict:
-        return {k: getattr(self, k) for k in ("model", "n_ctx", "n_threads", "template", "max_tokens", "seed")}
+        keys = ("model", "n_ctx", "n_threads", "template", "max_tokens", "seed", "repeat_penalty")
+        return {k: getattr(self, k) for k in keys}
 
     @classmethod
     def load_state(cls, state: dict) -> LlamaCppEngine:
@@ -193,13 +197,15 @@ class LlamaCppEngine:
             if len(tokens) >= self.n_ctx - 1:
                 raise dspy.lm15.ContextLengthError(
                     f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx} of local model {self.model}")
-            grammar, prefix, suffix = None, "", ""
+            grammar, prefix, suffix, penalty = None, "", "", self.repeat_penalty
             fmt = cfg.response_format
             if fmt and fmt.get("type") == "json_schema":
                 schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
                 name = fmt.get("name") or fmt.get("json_schema", {}).get("name")
                 if name == CHAT_FORMAT_SCHEMA:
                     prefix, text, suffix = chat_grammar(schema)
+                    if all("enum" in p for p in schema["properties"].values()):
+                        penalty = 1.0  # a bare label: labels named in the prompt must not be penalised
                     grammar = LlamaGrammar.from_string(text, verbose=False)
                     tokens = tokens + self.llama.tokenize(prefix.encode(), add_bos=False, special=False)
                 else:
@@ -208,7 +214,7 @@ class LlamaCppEngine:
                 tokens, max_tokens=max_tokens, temperature=cfg.temperature or 0.0,
                 top_p=cfg.top_p if cfg.top_p is not None else 0.95,
                 stop=[*TEMPLATES[self.template][1], *cfg.stop], seed=cfg.seed if cfg.seed is not None else self.seed,
-                grammar=grammar,
+                grammar=grammar, repeat_penalty=penalty,
             )
         choice = out["choices"][0]
         usage = out.get("usage", {})

@@ -97,3 +97,12 @@ def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
     assert mine_again.lm_calls == mine_again.cache_hits == mine.failures and mine_again.prompt_tokens == 0
     assert all(u.prompt_tokens == 0 for u in again.usage)  # nothing new was paid for
     assert before.count('"text"') == (out / "rules.json").read_text().count('"text"')
+
+
+def test_compare_dry_run_lists_the_shared_setup(tmp_path):
+    result = run_cli("compare", "quickstart", "--optimizers", "zero-shot,pld", "--out", str(tmp_path / "c"),
+                     "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "compare ['zero-shot', 'pld'] x seeds [0]" in result.stdout and "34 test" in result.stdout
+    result = run_cli("compare", "quickstart", "--optimizers", "zero-shot,textgrad", "--out", str(tmp_path / "c"))
+    assert result.returncode == 2 and "unknown optimizer(s) ['textgrad']" in result.stderr
