@@ -25,7 +25,7 @@ log = logging.getLogger("pld_optim")
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("dspy", "httpx", "LiteLLM", "datasets"):
+    for noisy in ("dspy", "httpx", "LiteLLM", "datasets", "optuna"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
 

@@ -251,18 +251,21 @@ def save_plots(study: optuna.Study, out_dir: Path, multi_objective: bool) -> lis
     """Optuna's own figures as self-contained HTML: history, rule importances, Pareto front."""
     import optuna.visualization as vis
 
-    figures = {}
     target = (lambda t: t.values[0]) if multi_objective else None
     name = "dev macro F1"
-    try:
-        figures["optimization_history"] = vis.plot_optimization_history(study, target=target, target_name=name)
-        figures["param_importances"] = vis.plot_param_importances(
-            study, target=target, target_name=name,
-            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-        if multi_objective:
-            figures["pareto_front"] = vis.plot_pareto_front(study, target_names=[name, "prompt tokens"])
-    except (ImportError, ValueError, RuntimeError) as exc:  # too few trials for importances, no plotly
-        logger.warning("search: plots skipped: %s", exc)
+    makers = {
+        "optimization_history": lambda: vis.plot_optimization_history(study, target=target, target_name=name),
+        "param_importances": lambda: vis.plot_param_importances(
+            study, target=target, target_name=name, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)),
+    }
+    if multi_objective:
+        makers["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=[name, "prompt tokens"])
+    figures = {}
+    for key, make in makers.items():
+        try:
+            figures[key] = make()
+        except (ImportError, ValueError, RuntimeError) as exc:  # e.g. importances when every trial tied
+            logger.warning("search: %s plot skipped: %s", key, exc)
     paths = []
     for key, figure in figures.items():
         path = out_dir / f"search_{key}.html"

@@ -54,6 +54,15 @@ def harness(tmp_path=None, **config):
     return engine, kwargs
 
 
+def test_plots_survive_a_study_where_every_trial_ties(tmp_path):
+    from pld_optim.search import save_plots
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) * 0 + 0.5, n_trials=4)
+    paths = save_plots(study, tmp_path, multi_objective=False)
+    assert tmp_path / "search_optimization_history.html" in paths
+
+
 def test_rank_keys_round_trip():
     sel = [Selection(rule_id="R4", variant=1), Selection(rule_id="R1")]
     assert selection_from_params(params_for(sel, RULES), RULES) == sel
