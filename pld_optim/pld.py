@@ -165,12 +165,19 @@ class PLD(Teleprompter):
         if out:
             out.mkdir(parents=True, exist_ok=True)
 
+        # Every stage runs under one adapter: the teacher's structured outputs get the same grammar
+        # and forgiving parsing as the student's labels.
+        adapter = self.adapter or LabelAdapter()
+        with dspy.context(adapter=adapter):
+            return self._run(student, task, train, dev, teacher_lm, adapter, out)
+
+    def _run(self, student: dspy.Module, task: Task, train: list, dev: list, teacher_lm: dspy.BaseLM,
+             adapter: dspy.Adapter, out: Path | None) -> dspy.Module:
         rng = random.Random(self.seed)
         mine_set = list(train)
         if self.max_train_examples and len(mine_set) > self.max_train_examples:
             mine_set = rng.sample(mine_set, self.max_train_examples)
         refine_set = rng.sample(train, min(self.refine_examples, len(train)))
-        adapter = self.adapter or LabelAdapter()
         embed = make_embedder(self.embedder, self.seed)
         usage = UsageLog()
         base = task.signature.instructions
@@ -183,21 +190,12 @@ class PLD(Teleprompter):
             return compiled
 
         def outcomes(rules, examples):
-            with dspy.context(adapter=adapter):
-                return run_student(program_with(rules), examples, task,
-                                   num_threads=self.student_threads or self.num_threads, progress=self.progress)
+            return run_student(program_with(rules), examples, task,
+                               num_threads=self.student_threads or self.num_threads, progress=self.progress)
 
         def dev_score(rules) -> Score:
             return score_outcomes(outcomes(rules, dev), task.labels)
 
-        # Every stage runs under one adapter: the teacher's structured outputs get the same grammar
-        # and forgiving parsing as the student's labels.
-        with dspy.context(adapter=adapter):
-            return self._run(student, task, train, dev, mine_set, refine_set, teacher_lm, adapter, embed, usage,
-                             base, out, program_with, outcomes, dev_score)
-
-    def _run(self, student, task, train, dev, mine_set, refine_set, teacher_lm, adapter, embed, usage, base, out,
-             program_with, outcomes, dev_score) -> dspy.Module:
         with usage.stage("mine") as st:
             mined = mine_rules(mine_set, task, teacher_lm, num_threads=self.num_threads,
                                checkpoint=out / "mined.jsonl" if out else None, progress=self.progress)
