@@ -195,8 +195,11 @@ class LlamaCppEngine:
             tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
             max_tokens = min(cfg.max_tokens or self.max_tokens, max(1, self.n_ctx - len(tokens) - 1))
             if len(tokens) >= self.n_ctx - 1:
+                # The name leads the message as in litellm's errors: DSPy 3.4.1's InferRules recognises an
+                # overflow (and retries with fewer examples) only by that text in str(error).
                 raise dspy.lm15.ContextLengthError(
-                    f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx} of local model {self.model}")
+                    f"ContextWindowExceededError: prompt of {len(tokens)} tokens does not fit "
+                    f"n_ctx={self.n_ctx} of local model {self.model}")
             grammar, prefix, suffix, penalty = None, "", "", self.repeat_penalty
             fmt = cfg.response_format
             if fmt and fmt.get("type") == "json_schema":
