@@ -193,13 +193,6 @@ class LlamaCppEngine:
             prompt = self.render(request)
             self.last_prompt = prompt
             tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
-            max_tokens = min(cfg.max_tokens or self.max_tokens, max(1, self.n_ctx - len(tokens) - 1))
-            if len(tokens) >= self.n_ctx - 1:
-                # The name leads the message as in litellm's errors: DSPy 3.4.1's InferRules recognises an
-                # overflow (and retries with fewer examples) only by that text in str(error).
-                raise dspy.lm15.ContextLengthError(
-                    f"ContextWindowExceededError: prompt of {len(tokens)} tokens does not fit "
-                    f"n_ctx={self.n_ctx} of local model {self.model}")
             grammar, prefix, suffix, penalty = None, "", "", self.repeat_penalty
             fmt = cfg.response_format
             if fmt and fmt.get("type") == "json_schema":
@@ -213,6 +206,13 @@ class LlamaCppEngine:
                     tokens = tokens + self.llama.tokenize(prefix.encode(), add_bos=False, special=False)
                 else:
                     grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            max_tokens = min(cfg.max_tokens or self.max_tokens, max(1, self.n_ctx - len(tokens) - 1))
+            if len(tokens) >= self.n_ctx - 1:
+                # The name leads the message as in litellm's errors: DSPy 3.4.1's InferRules recognises an
+                # overflow (and retries with fewer examples) only by that text in str(error).
+                raise dspy.lm15.ContextLengthError(
+                    f"ContextWindowExceededError: prompt of {len(tokens)} tokens does not fit "
+                    f"n_ctx={self.n_ctx} of local model {self.model}")
             out = self.llama.create_completion(
                 tokens, max_tokens=max_tokens, temperature=cfg.temperature or 0.0,
                 top_p=cfg.top_p if cfg.top_p is not None else 0.95,

@@ -71,5 +71,6 @@ def test_parallel_calls_share_one_model_safely(gemma):
 def test_one_engine_per_model_and_context_overflow_is_clear(gemma):
     assert make_lm("local/gemma3-270m", max_tokens=16, n_ctx=2048)._engine_spec is gemma._engine_spec
     with dspy.context(lm=gemma, adapter=LabelAdapter()):
-        with pytest.raises(Exception, match="does not fit n_ctx=2048"):
+        # "ContextWindowExceededError" in the text is what InferRules looks for before retrying with fewer examples.
+        with pytest.raises(Exception, match="ContextWindowExceededError: prompt of .* does not fit n_ctx=2048"):
             dspy.Predict(Classify)(sentence="word " * 3000)
