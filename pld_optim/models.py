@@ -181,8 +181,8 @@ class LlamaCppEngine:
                 system = f"{system}\n\n{message.text}".strip()
             else:
                 turns.append(("assistant" if message.role == "assistant" else "user", message.text))
-        llama = self.llama  # resolves template="auto"
-        del llama
+        if self.template == "auto":
+            self.llama  # noqa: B018 - loading the model resolves template="auto" from its metadata
         return TEMPLATES[self.template][0](system or "", turns)
 
     def complete(self, request) -> Response:

@@ -4,8 +4,9 @@ import dspy
 import pytest
 from conftest import Classify, make_examples
 
-from pld_optim.scoring import Outcome, score_outcomes
+from pld_optim.scoring import Outcome, run_student, score_outcomes
 from pld_optim.task import normalize_label, resolve_task, validate_examples
+from pld_optim.testing import scripted_lm
 
 
 def test_label_set_comes_from_literal_or_labels_argument():
@@ -85,3 +86,15 @@ def test_student_failures_never_abort_the_run():
         sentence: str = dspy.InputField()
         label: Literal["gender", "race", "religion"] = dspy.OutputField()
 
+
+    def respond(system, user):
+        n = int(user.split("Item ")[1].split(":")[0])
+        return "no idea" if n % 3 == 0 else {"label": "race"}  # garbage the forgiving parser cannot map
+
+    # Every third of 30 examples fails: well past dspy's default max_errors=10.
+    task = resolve_task(dspy.Predict(Flaky))
+    with dspy.context(lm=scripted_lm(respond)):
+        outcomes = run_student(dspy.Predict(Flaky), make_examples(30), task, num_threads=2)
+    assert len(outcomes) == 30
+    assert sum(o.error is not None for o in outcomes) == 10
+    assert all(o.pred == "race" for o in outcomes if o.error is None)
