@@ -14,6 +14,7 @@ prompt byte for byte (so the rendered system prompt is what the student sees) an
 from __future__ import annotations
 
 import json
+import re
 import typing
 from typing import Any
 
@@ -81,12 +82,37 @@ class LabelAdapter(dspy.ChatAdapter):
 
     def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
         try:
-            return super().parse(signature, completion)
+            values = super().parse(signature, completion)
         except AdapterParseError as error:
-            recovered = recover_fields(signature, completion)
-            if recovered is None:
+            values = recover_fields(signature, completion)
+            if values is None:
                 raise error
-            return recovered
+        strict_lists(signature, completion)
+        return values
+
+
+_LIST_SECTION = "[[ ## {} ## ]]"
+
+
+def strict_lists(signature: type[dspy.Signature], completion: str) -> None:
+    """A list field must be a JSON list of strings as written. DSPy's parser repairs JSON (json_repair), which
+    turns a list cut at an escaped quote or by max_tokens into fragments that look like rules."""
+    for name, field in signature.output_fields.items():
+        if typing.get_origin(field.annotation) is not list:
+            continue
+        start = completion.find(_LIST_SECTION.format(name))
+        if start < 0:
+            continue  # recovered from JSON or loose text: recover_fields already required a real list
+        raw = completion[start + len(_LIST_SECTION.format(name)):]
+        raw = re.split(r"\n\s*\[\[ ## \w+ ## \]\]", raw, maxsplit=1)[0].strip()
+        try:
+            loaded = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise AdapterParseError("LabelAdapter", signature, completion,
+                                    f"field {name!r} is not a JSON list ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(loaded, list) or not all(isinstance(x, str) for x in loaded):
+            raise AdapterParseError("LabelAdapter", signature, completion,
+                                    f"field {name!r} is a JSON {type(loaded).__name__}, not a list of strings")
 
 
 def recover_fields(signature: type[dspy.Signature], completion: str) -> dict[str, Any] | None:
@@ -125,9 +151,12 @@ def recover_fields(signature: type[dspy.Signature], completion: str) -> dict[str
             out[name] = [str(x) for x in raw]
         elif typing.get_origin(field.annotation) is list and isinstance(raw, str):
             try:
-                out[name] = [str(x) for x in json.loads(raw)]
-            except (json.JSONDecodeError, TypeError):
+                loaded = json.loads(raw)
+            except json.JSONDecodeError:
                 return None
+            if not isinstance(loaded, list):  # a JSON string is one value, never a list of its characters
+                return None
+            out[name] = [str(x) for x in loaded]
         else:
             return None
     return out

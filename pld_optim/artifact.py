@@ -31,6 +31,15 @@ class MinedRule(_Model):
     error: str | None = None
 
 
+class Refusal(_Model):
+    """A teacher text a quality gate kept out of the prompt, with the reason (see pld_optim/gates.py)."""
+
+    stage: str = Field(description="mine, merge or refine")
+    source: str = Field(description="the example id, cluster or refine iteration it came from")
+    text: str
+    reason: str
+
+
 class Rule(_Model):
     id: str
     text: str
@@ -38,6 +47,7 @@ class Rule(_Model):
     support: list[str] = Field(default_factory=list, description="train example ids whose mined rules formed it")
     rationales: list[str] = Field(default_factory=list, description="sample teacher rationales, as provenance")
     cluster_size: int = 0
+    label: str | None = Field(None, description="the gold label its mined rules shared (label-wise clustering)")
     origin: str = "cluster"
 
     def variants(self) -> list[str]:
@@ -53,6 +63,7 @@ class ClusterReport(_Model):
     n_noise: int
     noise_share: float
     cluster_sizes: list[int] = Field(default_factory=list)
+    per_label: dict[str, int] = Field(default_factory=dict, description="clusters per gold label")
 
 
 class RefineIteration(_Model):
@@ -116,6 +127,7 @@ class RuleSet(_Model):
     dev_macro_f1: float | None = None
     clustering: ClusterReport | None = None
     history: list[RefineIteration] = Field(default_factory=list)
+    refusals: list[Refusal] = Field(default_factory=list, description="teacher texts the quality gates refused")
     search: SearchResult | None = None
     usage: list[StageUsage] = Field(default_factory=list)
     seed: int | None = None

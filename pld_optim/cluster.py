@@ -19,8 +19,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
-from pld_optim.artifact import ClusterReport, MinedRule, Rule
-from pld_optim.mine import degenerate, restates
+from pld_optim.artifact import ClusterReport, MinedRule, Refusal, Rule
+from pld_optim.gates import Gate, mentions
 from pld_optim.task import Task
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def cluster_vectors(
     min_samples: int = 6,
     min_cluster_size: int = 2,
     seed: int = 0,
+    quiet: bool = False,
 ) -> tuple[np.ndarray, ClusterReport]:
     """Cluster ids per vector, -1 for noise. Small k-means clusters count as noise, like DBSCAN's."""
     n = len(vectors)
@@ -72,11 +73,11 @@ def cluster_vectors(
         params = {"eps": eps, "min_samples": min_samples, "metric": "cosine"}
         labels = DBSCAN(**params).fit_predict(vectors)
     elif method == "kmeans":
-        if n < 2:
+        if n < 2 * min_cluster_size:  # too few rules to split them: one cluster
             labels = np.zeros(n, dtype=int)
-            params = {"k": 1}
+            params = {"k": 1 if n else 0}
         else:
-            k = n_clusters or _pick_k(vectors, max_clusters, seed)
+            k = n_clusters or _pick_k(vectors, min(max_clusters, n // min_cluster_size), seed)
             k = max(1, min(k, n))
             params = {"k": k, "chosen_by": "user" if n_clusters else "silhouette", "min_cluster_size": min_cluster_size}
             labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
@@ -89,11 +90,54 @@ def cluster_vectors(
     n_noise = int((labels == -1).sum())
     report = ClusterReport(method=method, params=params, n_rules=n, n_clusters=len(sizes), n_noise=n_noise,
                            noise_share=round(n_noise / n, 4) if n else 0.0, cluster_sizes=sizes)
+    if quiet:
+        return labels, report
     logger.info("cluster: %s gave %d clusters from %d rules, %.0f%% noise, sizes %s",
                 method, report.n_clusters, n, 100 * report.noise_share, sizes)
     if report.n_clusters == 1 and n >= 10:
         logger.warning("cluster: every rule fell in one cluster; try cluster_method='kmeans' or a smaller eps")
     return labels, report
+
+
+def cluster_by_label(
+    vectors: np.ndarray,
+    labels: list[str],
+    method: str = "kmeans",
+    *,
+    n_clusters: int | None = None,
+    max_clusters: int = 3,
+    eps: float = 0.4,
+    min_samples: int = 6,
+    min_cluster_size: int = 2,
+    seed: int = 0,
+) -> tuple[np.ndarray, ClusterReport]:
+    """Cluster the rules of each gold label separately.
+
+    Mined rules are label-conditioned: a rule for `race` and one for `religion` can share most words
+    ("If the target is a ... group") and still must never be merged. Clustering across labels let
+    k-by-silhouette pick k = 2 for a 4-label task; within labels, every label keeps at least one
+    instruction when it has `min_cluster_size` rules. `n_clusters` and `max_clusters` apply per label.
+    """
+    ids = np.full(len(vectors), -1, dtype=int)
+    per_label, params, offset = {}, {}, 0
+    for label in dict.fromkeys(labels):
+        members = [i for i, x in enumerate(labels) if x == label]
+        sub, report = cluster_vectors(vectors[members], method, n_clusters=n_clusters, max_clusters=max_clusters,
+                                      eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size, seed=seed,
+                                      quiet=True)
+        ids[members] = np.where(sub >= 0, sub + offset, -1)
+        per_label[label] = report.n_clusters
+        params[label] = report.params
+        offset += report.n_clusters
+    ids = _renumber(ids)
+    sizes = [int((ids == c).sum()) for c in range(ids.max() + 1)] if len(ids) and ids.max() >= 0 else []
+    n_noise = int((ids == -1).sum())
+    report = ClusterReport(method=f"{method} per label", params=params, n_rules=len(ids), n_clusters=len(sizes),
+                           n_noise=n_noise, noise_share=round(n_noise / len(ids), 4) if len(ids) else 0.0,
+                           cluster_sizes=sizes, per_label=per_label)
+    logger.info("cluster: %s gave %d clusters from %d rules (per label %s), %.0f%% noise",
+                report.method, report.n_clusters, len(ids), per_label, 100 * report.noise_share)
+    return ids, report
 
 
 def _pick_k(vectors: np.ndarray, max_clusters: int, seed: int) -> int:
@@ -119,17 +163,18 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
 
 
 class MergeRules(dspy.Signature):
-    """Merge related labelling rules, written by an expert from single examples, into ONE clear, general
-    instruction a small model can follow to choose the label. Keep the decisive cues and any exception;
-    resolve contradictions in favour of the majority; no names of specific people, groups or products.
-    Then write alternative phrasings of that instruction with the same meaning."""
+    """Merge labelling rules that all lead to the same label into ONE general rule a small model can follow.
+    Keep the cue they share, stated as a general category; drop the details of single examples; never name
+    a specific person, group, nationality, religion, organisation or place. Then write the same rule again
+    in other words."""
 
     task: str = dspy.InputField(desc="what is being classified")
     labels: str = dspy.InputField(desc="all allowed labels")
+    label: str = dspy.InputField(desc="the label these rules lead to")
     rules: list[str] = dspy.InputField(desc="rules from one cluster")
-    n_phrasings: int = dspy.InputField(desc="how many alternative phrasings to write")
-    instruction: str = dspy.OutputField(desc="one or two sentences")
-    phrasings: list[str] = dspy.OutputField(desc="alternative phrasings, same meaning")
+    n_phrasings: int = dspy.InputField(desc="how many other wordings to write")
+    instruction: str = dspy.OutputField(desc="one sentence that starts with 'If' and ends with the label")
+    phrasings: list[str] = dspy.OutputField(desc="other wordings of the same rule")
 
 
 def consolidate(
@@ -139,49 +184,83 @@ def consolidate(
     task: Task,
     teacher: dspy.LM,
     *,
+    gate: Gate,
+    inputs: dict[str, str],
     n_phrasings: int = 2,
+    n_member_variants: int = 2,
     max_rules_per_merge: int = 30,
     num_threads: int = 4,
     progress: bool = False,
-) -> tuple[list[Rule], int]:
-    """One teacher call per cluster. A failed merge falls back to the cluster's medoid rule, counted."""
+) -> tuple[list[Rule], int, list[Refusal]]:
+    """One teacher call per cluster; every text it writes passes the quality gates.
+
+    A refused or failed merge falls back to a phrasing that passes, else to the cluster's most central
+    mined rule (which passed the gates when it was mined); the merge is then counted as failed. The
+    `n_member_variants` most central mined rules are kept as alternative phrasings either way. `inputs`
+    maps example ids to their input text, what the entity gate checks a rule against.
+    """
     merger = dspy.Predict(MergeRules)
     clusters = sorted(c for c in set(cluster_ids.tolist()) if c >= 0)
 
-    def merge(c: int) -> tuple[Rule, bool]:
+    def merge(c: int) -> tuple[Rule, bool, list[Refusal]]:
         members = [i for i, cid in enumerate(cluster_ids) if cid == c]
         centroid = vectors[members].mean(axis=0)
         members.sort(key=lambda i: -float(vectors[i] @ centroid))  # most central first
         shown = members[:max_rules_per_merge]
         texts = [mined[i].rule for i in shown]
-        failed = False
+        golds = [mined[i].gold for i in members]
+        label = max(dict.fromkeys(golds), key=golds.count)
+        examples = [inputs[mined[i].example_id] for i in members if mined[i].example_id in inputs]
+        source, refused = f"cluster {c + 1} ({label})", []
+
+        def passes(text: str) -> bool:
+            text = with_label(text, label, gate)
+            reason = gate.check(text, examples, copied_from=[MergeRules.__doc__])
+            if reason is None and not mentions(text, label):
+                reason = f"does not name its cluster's label {label!r}"
+            if reason:
+                refused.append(Refusal(stage="merge", source=source, text=text, reason=reason))
+            return reason is None
+
+        failed, candidates = False, []
         try:
             with dspy.context(lm=teacher):
-                out = merger(task=task.signature.instructions, labels=", ".join(task.labels), rules=texts,
-                             n_phrasings=n_phrasings)
-            text = " ".join(str(out.instruction or "").split())
-            phrasings = [" ".join(str(p).split()) for p in (out.phrasings or []) if str(p).strip()]
-            if not text:
-                raise ValueError("teacher returned an empty instruction")
-            if degenerate(text):
-                raise ValueError("teacher's merged instruction repeats itself")
-            if restates(text, MergeRules.__doc__):
-                raise ValueError("teacher echoed the merge instructions instead of merging")
-        except Exception as exc:  # noqa: BLE001
+                out = merger(task=task.signature.instructions, labels=", ".join(task.labels), label=label,
+                             rules=texts, n_phrasings=n_phrasings)
+            if not isinstance(out.phrasings, list):  # one string is one phrasing, never a list of characters
+                raise ValueError(f"phrasings is a {type(out.phrasings).__name__}, not a list")
+            candidates = [" ".join(str(t).split()) for t in [out.instruction, *out.phrasings] if str(t or "").strip()]
+        except Exception as exc:  # noqa: BLE001 - a failed merge is counted, never fatal
             logger.warning("cluster %d: merge failed (%s); using its most central rule", c, exc)
-            text, phrasings, failed = texts[0], texts[1:1 + n_phrasings], True
-        phrasings = [p for p in dict.fromkeys(phrasings) if p != text][:n_phrasings]
+            failed = True
+        good = [with_label(t, label, gate) for t in dict.fromkeys(candidates) if passes(t)]
+        failed = failed or not good
+        # The cluster's most central mined rules (they passed the gates when mined) are variants too: with a
+        # weak teacher the merge can be worse than its inputs, and the search lets the student choose.
+        variants = list(dict.fromkeys((good or texts[:1]) + texts[:n_member_variants]))
         rule = Rule(
-            id=f"R{c + 1}", text=text, phrasings=phrasings, cluster_size=len(members),
-            support=[mined[i].example_id for i in members],
+            id=f"R{c + 1}", text=variants[0], phrasings=variants[1:1 + n_phrasings + n_member_variants],
+            cluster_size=len(members),
+            support=[mined[i].example_id for i in members], label=label,
             rationales=[mined[i].rationale for i in shown[:3] if mined[i].rationale],
+            origin="cluster" if good else "cluster (merge failed or refused: most central mined rule)",
         )
-        return rule, failed
+        return rule, failed, refused
 
     executor = ParallelExecutor(num_threads=num_threads, max_errors=len(clusters) + 1,
                                 disable_progress_bar=not progress)
     merged = executor.execute(merge, clusters)
-    return dedupe([r for r, _ in merged]), sum(failed for _, failed in merged)
+    return (dedupe([r for r, _, _ in merged]), sum(failed for _, failed, _ in merged),
+            [x for _, _, refused in merged for x in refused])
+
+
+def with_label(text: str, label: str, gate: Gate) -> str:
+    """Repair a merged statement that names no label: every rule of the cluster led to `label`, so "The
+    sentence ties a trait to a job." becomes "If the sentence ties a trait to a job, answer profession."."""
+    if not text or any(mentions(text, x) for x in gate.labels) or text.lower().startswith("if "):
+        return text
+    body = text.strip().rstrip(".")
+    return f"If {body[0].lower()}{body[1:]}, answer {label}."
 
 
 def dedupe(rules: list[Rule]) -> list[Rule]:

@@ -17,24 +17,50 @@ from pathlib import Path
 import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
-from pld_optim.artifact import MinedRule
+from pld_optim.artifact import MinedRule, Refusal
+from pld_optim.gates import Gate, mentions
 from pld_optim.task import Task, example_id, format_inputs
 
 logger = logging.getLogger(__name__)
+REFUSED = "refused: "
 
 
 class ExplainLabel(dspy.Signature):
-    """You distil a labelling policy for a small model. You see one example and its gold label, which is
-    correct. First explain briefly why the gold label is right. Then abstract ONE general rule a small
-    model can apply to other examples: name the observable cue and the label it implies. Do not mention
-    names of specific people, groups, organisations, places or products from this example."""
+    """You write labelling rules for a small model. You see one example and its correct label. First explain
+    why the correct label fits this example better than the other labels: name what kind of thing each
+    important person, group, place or word of the example is. Then write ONE general rule that gives the
+    correct label to every example with the same kind of thing. The rule names that general kind and the
+    label; it never names a specific person, group, nationality, religion, organisation or place."""
 
     task: str = dspy.InputField(desc="what is being classified")
     labels: str = dspy.InputField(desc="all allowed labels")
     example: str = dspy.InputField()
     gold_label: str = dspy.InputField()
-    rationale: str = dspy.OutputField(desc="two or three sentences")
-    rule: str = dspy.OutputField(desc="one sentence, e.g. 'If <general cue>, answer <label>.'")
+    rationale: str = dspy.OutputField(desc="two sentences")
+    rule: str = dspy.OutputField(desc="one sentence that starts with 'If' and ends with the label")
+
+
+# Worked examples from unrelated tasks: they show the abstraction (a named team becomes "a sports team", a
+# named waiter "a member of the staff") and the rule's shape without a template a small teacher would copy
+# ("If <cue>, answer <label>" came back verbatim from a 1.5B teacher). Nothing in them is from user data.
+DEMOS = [
+    dspy.Example(task="Classify the topic of the news headline.", labels="sports, politics, business",
+                 example="headline: Lakers beat Celtics 102-99 in overtime", gold_label="sports",
+                 rationale="The Lakers and the Celtics are basketball teams, and 102-99 is a match score. Teams and "
+                           "match scores belong to sports, not to politics or business.",
+                 rule="If the headline names a sports team or gives a match score, answer sports."),
+    dspy.Example(task="Decide whether the restaurant review is about the food or the service.",
+                 labels="food, service", example="review: Our waiter Marco forgot our order twice.",
+                 gold_label="service",
+                 rationale="Marco is a waiter, a member of the staff, and forgetting an order is something the staff "
+                           "did. What the staff do is service, not food.",
+                 rule="If the review describes what a waiter or another member of the staff did, answer service."),
+]
+
+
+def first_sentence(text: str) -> str:
+    """Small teachers keep writing after the rule ("In this case, ..."); the rule is its first sentence."""
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.strip(), maxsplit=1)[0]
 
 
 def mine_rules(
@@ -42,15 +68,18 @@ def mine_rules(
     task: Task,
     teacher: dspy.LM,
     *,
+    gate: Gate,
     num_threads: int = 4,
     checkpoint: Path | None = None,
     progress: bool = False,
 ) -> list[MinedRule]:
+    """One rule per example; a rule a gate refuses is kept with `error` set to "refused: <reason>"."""
     done = _read_checkpoint(checkpoint)
     todo = [ex for ex in examples if example_id(ex, task.input_fields) not in done]
     if done:
         logger.info("mine: resuming, %d of %d examples already mined", len(examples) - len(todo), len(examples))
     predictor = dspy.Predict(ExplainLabel)
+    predictor.demos = DEMOS
     description = task.signature.instructions
     labels = ", ".join(task.labels)
     lock = threading.Lock()
@@ -62,14 +91,11 @@ def mine_rules(
             with dspy.context(lm=teacher):
                 out = predictor(task=description, labels=labels, example=format_inputs(example, task.input_fields),
                                 gold_label=gold)
-            rule = " ".join(str(out.rule or "").split())
-            error = None if rule else "teacher returned no rule"
-            if rule and len(rule.split()) < 3:
-                error = f"the rule {rule!r} is too short to be a rule"
-            if rule and degenerate(rule):
-                error = "the rule repeats itself (a looping teacher)"
-            if rule and restates(rule, format_inputs(example, task.input_fields)):
-                error = "the rule restates the example instead of generalising it"
+            rule = first_sentence(" ".join(str(out.rule or "").split()))
+            reason = gate.check(rule, [format_inputs(example, task.input_fields)]) if rule else None
+            if rule and not reason and not mentions(rule, gold):
+                reason = f"does not name its example's label {gold!r}"
+            error = f"{REFUSED}{reason}" if reason else (None if rule else "teacher returned no rule")
             mined = MinedRule(example_id=eid, gold=gold, rationale=str(out.rationale or "").strip(), rule=rule,
                               error=error)
         except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
@@ -91,23 +117,6 @@ def mine_rules(
     return results
 
 
-_CONTENT = re.compile(r"[a-z0-9']{4,}")
-
-
-def restates(rule: str, example_text: str, threshold: float = 0.8) -> bool:
-    """A 'rule' whose content words almost all come from the example is a copy, not an abstraction."""
-    words = set(_CONTENT.findall(rule.lower()))
-    if len(words) < 3:
-        return False
-    return len(words & set(_CONTENT.findall(example_text.lower()))) / len(words) >= threshold
-
-
-def degenerate(text: str, min_words: int = 16, min_distinct: float = 0.45) -> bool:
-    """Small teachers loop ("It is about gender. It is about gender. ..."); such text is no rule."""
-    words = text.lower().split()
-    return len(words) >= min_words and len(set(words)) / len(words) < min_distinct
-
-
 def _read_checkpoint(path: Path | None) -> dict[str, MinedRule]:
     """Successful rules only: a failed example is tried again on resume."""
     if path is None or not path.exists():
@@ -124,3 +133,8 @@ def _read_checkpoint(path: Path | None) -> dict[str, MinedRule]:
         if mined.error is None:
             done[mined.example_id] = mined
     return done
+
+
+def refusals(mined: list[MinedRule]) -> list[Refusal]:
+    return [Refusal(stage="mine", source=m.example_id, text=m.rule, reason=m.error.removeprefix(REFUSED))
+            for m in mined if m.error and m.error.startswith(REFUSED)]

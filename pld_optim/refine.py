@@ -15,8 +15,8 @@ from collections.abc import Callable
 import dspy
 import numpy as np
 
-from pld_optim.artifact import RefineIteration, Rule
-from pld_optim.mine import degenerate, restates
+from pld_optim.artifact import RefineIteration, Refusal, Rule
+from pld_optim.gates import Gate
 from pld_optim.scoring import Outcome, Score
 from pld_optim.task import Task, example_id, format_inputs
 
@@ -27,15 +27,16 @@ class ResolveConflicts(dspy.Signature):
     """A small model labels examples by following the numbered rules. Below are cases it got wrong and
     cases it got right with these rules. Find which rules mislead it or conflict, and rewrite the rule
     list so the failures would get their gold label while the successes keep theirs: sharpen or split
-    conflicting rules, add a rule for a missed case, drop a rule that misleads. Keep every rule general
-    (no names of specific people, groups or products). Return the complete revised list."""
+    conflicting rules, add a rule for a missed case, drop a rule that misleads. Each rule is one sentence
+    that names a general cue and the label it leads to; never name a specific person, group, nationality,
+    religion, organisation or place. Return the complete revised list."""
 
     task: str = dspy.InputField(desc="what is being classified")
     labels: str = dspy.InputField(desc="all allowed labels")
     rules: list[str] = dspy.InputField(desc="current rules, in order")
     failures: str = dspy.InputField(desc="examples the model got wrong: inputs, gold label, predicted label")
     successes: str = dspy.InputField(desc="examples the model got right")
-    revised_rules: list[str] = dspy.OutputField(desc="the complete revised rule list")
+    revised_rules: list[str] = dspy.OutputField(desc="the complete revised rule list, one sentence per rule")
 
 
 def describe(outcomes: list[Outcome], by_id: dict[str, dspy.Example], task: Task) -> str:
@@ -58,13 +59,22 @@ def refine_rules(
     evaluate_train: Callable[[list[str]], list[Outcome]],
     evaluate_dev: Callable[[list[str]], Score],
     embed: Callable[[list[str]], np.ndarray],
+    gate: Gate,
+    inputs: dict[str, str],
     max_iters: int = 2,
     n_failures: int = 20,
     n_successes: int = 20,
     min_delta: float = 0.0,
     seed: int = 0,
+    refusals: list[Refusal] | None = None,
 ) -> tuple[list[Rule], list[RefineIteration], Score]:
-    """Return the best rule list, every iteration, and the best dev score."""
+    """Return the best rule list, every iteration, and the best dev score.
+
+    Each revised rule passes the quality gates (checked against the examples shown to the teacher);
+    refused ones are appended to `refusals`. A revision that is not a list of strings, or that keeps no
+    rule, is a failed iteration: never a list of fragments or characters.
+    """
+    refusals = refusals if refusals is not None else []
     rng = random.Random(seed)
     by_id = {example_id(ex, task.input_fields): ex for ex in train}
     best_rules = rules
@@ -86,10 +96,18 @@ def refine_rules(
                 out = resolver(task=task.signature.instructions, labels=", ".join(task.labels),
                                rules=[r.text for r in best_rules], failures=describe(failures, by_id, task),
                                successes=describe(successes, by_id, task))
-            revised = [" ".join(str(t).split()) for t in (out.revised_rules or []) if str(t).strip()]
-            revised = [t for t in revised if not restates(t, ResolveConflicts.__doc__) and not degenerate(t)]
+            if not isinstance(out.revised_rules, list):
+                raise ValueError(f"revised_rules is a {type(out.revised_rules).__name__}, not a list")
+            revised = []
+            shown = [inputs[o.example_id] for o in failures + successes if o.example_id in inputs]
+            for text in dict.fromkeys(" ".join(str(t).split()) for t in out.revised_rules if str(t).strip()):
+                reason = gate.check(text, shown, copied_from=[ResolveConflicts.__doc__])
+                if reason:
+                    refusals.append(Refusal(stage="refine", source=f"iteration {iteration}", text=text, reason=reason))
+                else:
+                    revised.append(text)
             if not revised:
-                raise ValueError("teacher returned no rules")
+                raise ValueError(f"the gates refused all {len(out.revised_rules)} revised rules")
         except Exception as exc:  # noqa: BLE001
             history.append(RefineIteration(iteration=iteration, rules=[], dev_macro_f1=best.macro_f1,
                                            n_failures=len(failures), n_successes=len(successes), accepted=False,
@@ -124,7 +142,7 @@ def carry_provenance(old: list[Rule], revised: list[str], embed, iteration: int)
             id=parent.id if unchanged else f"{parent.id}.{iteration}.{i + 1}",
             text=text,
             phrasings=parent.phrasings if unchanged else [],
-            support=parent.support, rationales=parent.rationales, cluster_size=parent.cluster_size,
+            support=parent.support, rationales=parent.rationales, cluster_size=parent.cluster_size, label=parent.label,
             origin=parent.origin if unchanged else f"refine {iteration} from {parent.id}",
         ))
     ids = [r.id for r in out]

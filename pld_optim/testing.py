@@ -24,7 +24,8 @@ def chat_answer(fields: dict) -> str:
 
 
 class ScriptedEngine:
-    """`respond` returns a dict of output fields, or a raw string sent back as is."""
+    """`respond(system, user)` gets the system text and the last user turn (earlier turns are demos); it returns
+    a dict of output fields, or a raw string sent back as is."""
 
     def __init__(self, respond: Callable[[str, str], dict | str]):
         self.respond = respond
@@ -34,7 +35,8 @@ class ScriptedEngine:
 
     def complete(self, request):
         system = request.system if isinstance(request.system, str) else ""
-        user = "\n".join(m.text for m in request.messages if m.role == "user")
+        # The last user turn is the input to answer; earlier ones are demos (mining's worked examples).
+        user = [m.text for m in request.messages if m.role == "user"][-1]
         with self._lock:
             self.calls += 1
             self.requests.append(request)

@@ -39,12 +39,12 @@ def field(user: str, name: str) -> str:
 
 
 def teacher_respond(system: str, user: str):
-    if "distil a labelling policy" in system:
+    if "You write labelling rules for a small model" in system:
         gold = field(user, "gold_label")
         cue = next(c for c in CUES[gold] if f" {c} " in field(user, "example"))
         return {"rationale": f"The word '{cue}' signals {gold}.",
                 "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
-    if "Merge related labelling rules" in system:
+    if "Merge labelling rules that all lead" in system:
         rules = json.loads(field(user, "rules"))  # the adapter renders list inputs as JSON
         cues = sorted({r.split("such as ")[1].split(",")[0] for r in rules})
         answers = [r.split("answer ")[1].rstrip(".") for r in rules]

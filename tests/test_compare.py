@@ -35,7 +35,7 @@ def test_compare_runs_optimizers_on_the_same_setup_and_resumes(tmp_path):
     student = scripted_lm(student_respond, "student", cache=True)
     teacher = scripted_lm(generic_teacher, "teacher", cache=True)
     setup = Setup(program=dspy.Predict(Classify), train=train, dev=dev, test=test, student=student,
-                  teacher=teacher, pld_kwargs={"n_clusters": 3, "max_refine_iters": 1})
+                  teacher=teacher, pld_kwargs={"n_clusters": 1, "max_refine_iters": 1})
     names = ["zero-shot", "cot", "bootstrap-fewshot", "infer-rules-0shot", "pld"]
     results = run_compare(setup, names, tmp_path)
     by = {r.optimizer: r for r in results}

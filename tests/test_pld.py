@@ -11,13 +11,13 @@ from pld_optim.adapter import LabelAdapter
 def test_compile_distils_rules_into_the_system_prompt(teacher, student, data, tmp_path):
     train, dev = data
     program = dspy.Predict(Classify)
-    pld = PLD(teacher=teacher, num_threads=2, n_clusters=3, out_dir=tmp_path, seed=0)
+    pld = PLD(teacher=teacher, num_threads=2, n_clusters=1, out_dir=tmp_path, seed=0)
     compiled = pld.compile(program, trainset=train, valset=dev)
 
     # The student only answers right when the mined rules reach its system prompt.
     assert pld.baseline_score_.macro_f1 < 0.4
     assert pld.score_.macro_f1 == pytest.approx(1.0)
-    assert pld.clusters_.n_clusters == 3
+    assert pld.clusters_.n_clusters == 3 and pld.clusters_.per_label == {"gender": 1, "race": 1, "religion": 1}
     # The original program is untouched: with_instructions, never the shared setter.
     assert "Rules" not in program.signature.instructions and "mentions" not in program.signature.instructions
     instr = compiled.predictors()[0].signature.instructions
@@ -39,7 +39,7 @@ def test_compile_distils_rules_into_the_system_prompt(teacher, student, data, tm
 def test_edited_rules_apply_without_mining(teacher, student, data, tmp_path):
     train, dev = data
     program = dspy.Predict(Classify)
-    PLD(teacher=teacher, n_clusters=3, out_dir=tmp_path, max_refine_iters=0).compile(
+    PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, max_refine_iters=0).compile(
         program, trainset=train, valset=dev)
     rules = RuleSet.load(tmp_path / "rules.json")
     rules.rules = [r for r in rules.rules if "church" not in r.text]  # a reviewer deletes the religion rule
@@ -54,7 +54,7 @@ def test_compile_with_search_persists_the_study_and_selects_rules(teacher, stude
     from pld_optim.report import render_report
 
     train, dev = data
-    pld = PLD(teacher=teacher, n_clusters=3, out_dir=tmp_path, search={"n_trials": 8, "minibatch_size": 6})
+    pld = PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, search={"n_trials": 8, "minibatch_size": 6})
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
     rules = RuleSet.load(tmp_path / "rules.json")
     assert rules.search is not None and rules.search.n_trials == 8 and rules.selection

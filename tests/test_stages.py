@@ -8,7 +8,8 @@ from conftest import Classify, make_examples, teacher_respond
 from pld_optim import PLD
 from pld_optim.artifact import MinedRule, Rule
 from pld_optim.cluster import TfidfEmbedder, cluster_vectors, dedupe
-from pld_optim.mine import mine_rules, restates
+from pld_optim.gates import Gate, copies, loops
+from pld_optim.mine import mine_rules
 from pld_optim.refine import refine_rules
 from pld_optim.scoring import Outcome, Score
 from pld_optim.task import resolve_task
@@ -17,6 +18,9 @@ from pld_optim.testing import ScriptedEngine
 
 def _task():
     return resolve_task(dspy.Predict(Classify))
+
+
+GATE = Gate(labels=["gender", "race", "religion"])
 
 
 def test_mining_sees_the_gold_label_and_records_failures():
@@ -33,7 +37,7 @@ def test_mining_sees_the_gold_label_and_records_failures():
     examples = make_examples(6)
     engine = ScriptedEngine(respond)
     mined = mine_rules(examples, _task(), dspy.LM("local/t", engine=engine, cache=False, num_retries=0),
-                       num_threads=2)
+                       gate=GATE, num_threads=2)
     assert [m.example_id for m in mined] == [e.id for e in examples]
     assert all(f"[[ ## gold_label ## ]]\n{e.label}" in next(c for c in calls if f"Item {i}:" in c)
                for i, e in enumerate(examples))
@@ -47,26 +51,25 @@ def test_mining_resumes_from_its_checkpoint(tmp_path):
     examples = make_examples(6)
     checkpoint = tmp_path / "mined.jsonl"
     first = ScriptedEngine(teacher_respond)
-    mine_rules(examples[:4], _task(), dspy.LM("local/t", engine=first, cache=False), checkpoint=checkpoint)
+    mine_rules(examples[:4], _task(), dspy.LM("local/t", engine=first, cache=False), gate=GATE, checkpoint=checkpoint)
     with checkpoint.open("a") as fh:
         fh.write('{"example_id": "ex5", "gold": "rel')  # a write cut off by kill -9
     second = ScriptedEngine(teacher_respond)
-    mined = mine_rules(examples, _task(), dspy.LM("local/t", engine=second, cache=False), checkpoint=checkpoint)
+    mined = mine_rules(examples, _task(), dspy.LM("local/t", engine=second, cache=False), gate=GATE,
+                       checkpoint=checkpoint)
     assert first.calls == 4 and second.calls == 2  # only the two unmined examples cost a call
     assert [m.example_id for m in mined] == [e.id for e in examples] and all(m.error is None for m in mined)
 
 
 def test_restated_examples_are_not_rules():
-    assert restates("The chess player was asian today.", "context: The chess player was BLANK.\nsentence: "
-                    "The chess player was asian today.")
-    assert not restates("If a sentence ties a job to a trait, answer profession.", "sentence: The chess player")
+    assert copies("The chess player was asian today.", ["context: The chess player was BLANK.\nsentence: "
+                                                         "The chess player was asian today."])
+    assert not copies("If a sentence ties a job to a trait, answer profession.", ["sentence: The chess player"])
 
 
 def test_looping_text_is_not_a_rule():
-    from pld_optim.mine import degenerate
-
-    assert degenerate("It is about gender. " * 6)
-    assert not degenerate("If the sentence ties a trait to a job or trade rather than to a person, answer profession.")
+    assert loops("It is about gender. " * 6)
+    assert not loops("If the sentence ties a trait to a job or trade rather than to a person, answer profession.")
 
 
 def test_kmeans_reports_clusters_and_noise():
@@ -113,7 +116,8 @@ def _score(f1):
 def _refine(teacher_rules, dev_f1):
     task = _task()
     train = make_examples(4)
-    rules = [Rule(id="R1", text="cats purr loudly"), Rule(id="R2", text="dogs bark loudly")]
+    rules = [Rule(id="R1", text="If cats purr loudly, answer gender."),
+             Rule(id="R2", text="If dogs bark loudly, answer race.")]
     prompts = []
 
     def respond(system, user):
@@ -124,24 +128,27 @@ def _refine(teacher_rules, dev_f1):
     return prompts, refine_rules(
         rules, task, teacher=dspy.LM("local/t", engine=ScriptedEngine(respond), cache=False), train=train,
         evaluate_train=lambda r: outcomes, evaluate_dev=lambda r: _score(dev_f1(r)),
-        embed=TfidfEmbedder(), max_iters=3)
+        embed=TfidfEmbedder(), gate=GATE, inputs={}, max_iters=3)
 
 
 def test_refine_shows_failures_and_successes_and_keeps_improvements():
-    prompts, (rules, history, best) = _refine(["cats purr loudly", "dogs bark softly"],
-                                              lambda r: 0.5 if "dogs bark softly" in r else 0.4)
+    soft = "If dogs bark softly, answer race."
+    prompts, (rules, history, best) = _refine(["If cats purr loudly, answer gender.", soft],
+                                              lambda r: 0.5 if soft in r else 0.4)
     failures = json.loads(json.dumps(prompts[0]))
     assert "[[ ## failures ## ]]" in failures and "predicted: race" in failures
     assert "[[ ## successes ## ]]" in prompts[0] and "gold: race" in prompts[0].split("[[ ## successes ## ]]")[1]
-    assert [r.text for r in rules] == ["cats purr loudly", "dogs bark softly"]
+    assert [r.text for r in rules] == ["If cats purr loudly, answer gender.", soft]
     assert rules[0].id == "R1" and rules[1].origin.startswith("refine 1 from R2")
     assert best.macro_f1 == 0.5 and history[1].accepted
     assert not history[2].accepted and len(history) == 3  # the second revision did not improve: stop
 
 
 def test_refine_stops_at_first_non_improvement():
-    _, (rules, history, best) = _refine(["worse"], lambda r: 0.1 if r == ["worse"] else 0.4)
-    assert [r.text for r in rules] == ["cats purr loudly", "dogs bark loudly"] and best.macro_f1 == 0.4
+    worse = "If anything at all happens, answer religion."
+    _, (rules, history, best) = _refine([worse], lambda r: 0.1 if r == [worse] else 0.4)
+    assert [r.text for r in rules] == ["If cats purr loudly, answer gender.", "If dogs bark loudly, answer race."]
+    assert best.macro_f1 == 0.4
     assert [h.accepted for h in history] == [True, False]
 
 

@@ -22,7 +22,8 @@ log = out / "calls.log"
 
 def logged(role, respond):
     def answer(system, user):
-        stage = ("mine" if "distil a labelling policy" in system else "merge" if "Merge related" in system
+        stage = ("mine" if "You write labelling rules for a small model" in system
+                 else "merge" if "Merge labelling rules that all lead" in system
                  else "refine" if "A small model labels" in system else "student")
         with log.open("a") as fh:
             fh.write(f"{role}:{stage}\n")
@@ -36,7 +37,7 @@ teacher = dspy.LM("local/teacher", engine=ScriptedEngine(logged("teacher", teach
 student = dspy.LM("local/student", engine=ScriptedEngine(logged("student", student_respond)), cache=True)
 dspy.configure(lm=student)
 train, dev = make_examples(30), make_examples(12, offset=100)
-PLD(teacher=teacher, n_clusters=3, num_threads=1, student_threads=1, max_refine_iters=1, out_dir=out,
+PLD(teacher=teacher, n_clusters=1, num_threads=1, student_threads=1, max_refine_iters=1, out_dir=out,
     search={"n_trials": 6, "minibatch_size": 6, "pruner": "none"}).compile(
     dspy.Predict(Classify), trainset=train, valset=dev)
 print("DONE")

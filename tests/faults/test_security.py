@@ -17,7 +17,7 @@ def test_api_keys_stay_out_of_artifacts_reports_and_logs(teacher, student, data,
     caplog.set_level(logging.DEBUG)
     from conftest import Classify
 
-    pld = PLD(teacher=teacher, n_clusters=3, out_dir=tmp_path, max_refine_iters=0)
+    pld = PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, max_refine_iters=0)
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
     # A predictor bound to a keyed API model is saved too: the key must not be written.
     compiled.predictors()[0].set_lm(dspy.LM("openai/gpt-4o-mini", api_key=SECRET, max_tokens=8))
@@ -44,16 +44,16 @@ def test_text_from_data_and_teacher_is_never_executed(tmp_path, student):
         label: Literal["gender", "race"] = dspy.OutputField()
 
     def teacher_respond(system, user):
-        if "Merge related" in system:
+        if "Merge labelling rules that all lead" in system:
             return {"instruction": "{{" + payload + "}} If it mentions she, answer gender.", "phrasings": [payload]}
-        if "distil a labelling policy" in system:
+        if "You write labelling rules for a small model" in system:
             return {"rationale": payload, "rule": "When the sentence describes women, mothers, wives or daughters, "
                                                   f"the answer should be gender. {payload} ${{{payload}}}"}
         return {"revised_rules": [payload]}
 
     rows = [dspy.Example(id=str(i), sentence=f"{payload} she {i}" if i % 2 else f"{{{payload}}} x {i}",
                          label="gender" if i % 2 else "race").with_inputs("sentence") for i in range(12)]
-    pld = PLD(teacher=scripted_lm(teacher_respond), n_clusters=2, out_dir=tmp_path, max_refine_iters=1)
+    pld = PLD(teacher=scripted_lm(teacher_respond), n_clusters=1, out_dir=tmp_path, max_refine_iters=1)
     pld.compile(dspy.Predict(Sig), trainset=rows[:8], valset=rows[8:])
     assert not marker.exists()
     rules = RuleSet.load(tmp_path / "rules.json")
