@@ -50,7 +50,7 @@ def compile_cmd(args) -> int:
     program = build_program(cfg.data)
     train, dev = load_split(cfg.data, "train"), load_split(cfg.data, "dev")
     pld = _pld(cfg, out, seed)
-    estimate = pld.estimate_calls(len(train), len(dev))
+    estimate = pld.estimate_calls(len(train), len(dev), len(resolve_task(program).labels))
     print(f"data: {len(train)} train, {len(dev)} dev | student {cfg.student.model} | teacher {cfg.teacher.model}")
     print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
           + f" (total {sum(estimate.values())})")
@@ -74,25 +74,52 @@ def compile_cmd(args) -> int:
                "wall time": f"{time.perf_counter() - start:.0f} s"}
     (out / "report.md").write_text(render_report(rules, title=f"PLD compile: {cfg.name}", context=context),
                                    encoding="utf-8")
-    print(f"dev macro F1: {rules.baseline_dev_macro_f1 if rules.baseline_dev_macro_f1 is not None else 'n/a'} "
-          f"-> {rules.dev_macro_f1:.4f} with {len(rules.active_rules())} rules")
     for name in ("program.json", "rules.json", "system_prompt.txt", "report.md"):
         print(f"wrote {out / name}")
+    n_rules = len(rules.active_rules())
+    baseline = rules.baseline_dev_macro_f1
+    print(f"dev  macro F1: zero-shot {'n/a' if baseline is None else f'{baseline:.3f}'} | PLD {rules.dev_macro_f1:.3f} "
+          f"({n_rules} rules, {len(dev)} examples)")
+    if args.test:
+        test = load_split(cfg.data, "test")
+        if not test:
+            raise ValueError("--test: the test split is empty; set data.fractions")
+        task = resolve_task(program)
+        with dspy.context(lm=_lm(cfg.student), adapter=LabelAdapter()):
+            scores = [score_outcomes(run_student(p, test, task, num_threads=cfg.student.threads), task.labels)
+                      for p in (program, compiled)]
+        print(f"test macro F1: zero-shot {scores[0].macro_f1:.3f} | PLD {scores[1].macro_f1:.3f} "
+              f"({n_rules} rules, {len(test)} examples)")
     return 0
 
 
-def evaluate_cmd(args) -> int:
-    cfg = load_config(args.config)
+def load_program(cfg: RunConfig, program_arg: str, rules_arg: str | None = None) -> dspy.Module:
+    """The program to score. A compile folder's rules.json is what a reviewer edits, so it wins over
+    program.json when they differ (a note says so); `--rules FILE` scores any edited rule file."""
+    from pld_optim.pld import apply_rules
+
     program = build_program(cfg.data)
-    if args.program != "none":
-        path = Path(args.program)
-        path = path / "program.json" if path.is_dir() else path
+    folder = Path(program_arg) if program_arg != "none" and Path(program_arg).is_dir() else None
+    if program_arg != "none":
+        path = folder / "program.json" if folder else Path(program_arg)
         if path.suffix != ".json":
             raise ValueError(f"--program {path}: only a program.json (or its folder) is loaded; pickled "
                              "programs can run code and are refused")
         if not path.exists():
             raise FileNotFoundError(f"--program: {path} does not exist")
         program.load(str(path))  # JSON state only: dspy refuses pickles unless allow_pickle=True
+    rules_path = Path(rules_arg) if rules_arg else (folder / "rules.json" if folder else None)
+    if rules_path is None or (not rules_arg and not rules_path.exists()):
+        return program
+    edited = apply_rules(build_program(cfg.data), RuleSet.load(rules_path))
+    if edited.predictors()[0].signature.instructions != program.predictors()[0].signature.instructions:
+        print(f"note: scoring the rules in {rules_path}, which differ from the program's", file=sys.stderr)
+    return edited
+
+
+def evaluate_cmd(args) -> int:
+    cfg = load_config(args.config)
+    program = load_program(cfg, args.program, args.rules)
     split = args.split or ("all" if args.data else "test")
     examples = load_split(cfg.data, split, path=args.data)
     if args.limit:
@@ -194,19 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int)
     c.add_argument("--dry-run", action="store_true", help="print the LM-call estimate and stop")
     c.add_argument("--pull", action="store_true", help="let Ollama pull a missing model")
+    c.add_argument("--test", action="store_true", help="then score zero-shot and PLD on the test split")
     c.set_defaults(func=compile_cmd)
 
     q = sub.add_parser("quickstart", help="compile the shipped quickstart config on the embedded models")
     q.add_argument("--out", default="out/quickstart")
     q.add_argument("--seed", type=int)
     q.add_argument("--dry-run", action="store_true")
-    q.set_defaults(func=compile_cmd, config="quickstart", pull=False)
+    q.set_defaults(func=compile_cmd, config="quickstart", pull=False, test=True)
 
     e = sub.add_parser("evaluate", help="score a compiled (or unoptimized) program; prints one JSON object")
     e.add_argument("config")
     e.add_argument("--program", required=True, help="a compile output folder, a program.json, or 'none'")
     e.add_argument("--data", help="a data file in the benchmark's format (default: the config's data)")
     e.add_argument("--split", help="train, dev, test or all (default: test, or all with --data)")
+    e.add_argument("--rules", help="score this rules.json (e.g. a reviewer's edit) instead of the folder's; no teacher "
+                                   "call")
     e.add_argument("--limit", type=int)
     e.add_argument("--no-cache", action="store_true", help="call the student even for answers in DSPy's cache")
     e.set_defaults(func=evaluate_cmd)

@@ -59,7 +59,8 @@ class PLDConfig(_Strict):
     embedder: str = "tfidf"
     cluster_method: Literal["kmeans", "dbscan"] = "kmeans"
     n_clusters: int | None = Field(None, gt=0)
-    max_clusters: int = Field(12, gt=1)
+    cluster_by: Literal["label", "all"] = "label"
+    max_clusters: int = Field(6, gt=0)
     eps: float = Field(0.4, gt=0)
     min_samples: int = Field(6, gt=0)
     min_cluster_size: int = Field(2, gt=0)

@@ -12,23 +12,26 @@ from dspy.teleprompt import Teleprompter
 
 from pld_optim.adapter import LabelAdapter
 from pld_optim.artifact import RuleSet, Selection, render_instructions
-from pld_optim.cluster import cluster_vectors, consolidate, make_embedder
-from pld_optim.mine import mine_rules
+from pld_optim.cluster import cluster_by_label, cluster_vectors, consolidate, make_embedder
+from pld_optim.gates import Gate, common_words
+from pld_optim.mine import mine_rules, refusals
+from pld_optim.models import make_lm
 from pld_optim.refine import refine_rules
 from pld_optim.scoring import Score, run_student, score_outcomes
 from pld_optim.search import SearchConfig, search_rules, token_counter_for
-from pld_optim.task import Task, example_id, resolve_task, validate_examples
+from pld_optim.task import Task, example_id, format_inputs, resolve_task, validate_examples
 from pld_optim.usage import UsageLog
 
 logger = logging.getLogger("pld_optim")
 
 
 def as_lm(model: str | dspy.LM | None, *, max_tokens: int = 1024) -> dspy.LM | None:
-    """Model strings become dspy.LM with a token cap: an uncapped local server runs to the end of its context."""
+    """Model strings go through make_lm, like the CLI's: `local/...` is the embedded engine, and every LM
+    gets a token cap (an uncapped local server runs to the end of its context)."""
     if model is None or isinstance(model, dspy.BaseLM):
         return model
     if isinstance(model, str):
-        return dspy.LM(model, max_tokens=max_tokens)
+        return make_lm(model, max_tokens=max_tokens)
     raise TypeError(f"expected a model string or dspy.LM, got {type(model).__name__}")
 
 
@@ -56,11 +59,29 @@ def split_dev(examples: list[dspy.Example], task: Task, share: float = 0.25) -> 
     return train, dev
 
 
+def stratified(examples: list, label_field: str, n: int | None, rng: random.Random) -> list:
+    """At most n examples, labels taken in turn from seeded shuffles: a small mining budget still reaches
+    every label (each label's rules are clustered and merged on their own)."""
+    if not n or len(examples) <= n:
+        return list(examples)
+    pools: dict[str, list] = {}
+    for ex in rng.sample(examples, len(examples)):
+        pools.setdefault(str(ex[label_field]), []).append(ex)
+    out = []
+    while len(out) < n:
+        for pool in pools.values():
+            if pool and len(out) < n:
+                out.append(pool.pop())
+    return out
+
+
 class PLD(Teleprompter):
     """Prompt-Level Distillation (arXiv 2602.21103) as a DSPy optimizer.
 
     Parameters follow the pipeline: mining (`teacher`, `max_train_examples`, `num_threads`), clustering
-    (`embedder`, `cluster_method`, `n_clusters`, `eps`, `min_samples`, `n_phrasings`), refinement
+    (`embedder`, `cluster_method`, `cluster_by` ("label": within each gold label, the default; "all"),
+    `n_clusters` and `max_clusters` (per label when clustering by label), `eps`, `min_samples`,
+    `n_phrasings`), refinement
     (`max_refine_iters`, `refine_examples`, `n_failures`, `n_successes`). The student is the program's
     own LM (or `dspy.settings.lm`); the objective is macro F1 over the whole dev split.
     """
@@ -76,8 +97,9 @@ class PLD(Teleprompter):
         student_threads: int | None = None,
         embedder="tfidf",
         cluster_method: str = "kmeans",
+        cluster_by: str = "label",
         n_clusters: int | None = None,
-        max_clusters: int = 12,
+        max_clusters: int = 6,
         eps: float = 0.4,
         min_samples: int = 6,
         min_cluster_size: int = 2,
@@ -102,6 +124,7 @@ class PLD(Teleprompter):
         self.student_threads = student_threads
         self.embedder = embedder
         self.cluster_method = cluster_method
+        self.cluster_by = cluster_by
         self.n_clusters = n_clusters
         self.max_clusters = max_clusters
         self.eps = eps
@@ -120,13 +143,13 @@ class PLD(Teleprompter):
         self.progress = progress
         self.seed = seed
 
-    def estimate_calls(self, n_train: int, n_dev: int) -> dict[str, int]:
+    def estimate_calls(self, n_train: int, n_dev: int, n_labels: int | None = None) -> dict[str, int]:
         """Upper bounds on LM calls per stage, printed before any money is spent (cache hits are free)."""
         mine = min(n_train, self.max_train_examples or n_train)
         refine_train = min(self.refine_examples, n_train)
         return {
             "teacher: mine": mine,
-            "teacher: merge clusters": min(self.n_clusters or self.max_clusters, mine),
+            "teacher: merge clusters": min((self.n_clusters or self.max_clusters) * (n_labels or 1), mine),
             "teacher: refine": self.max_refine_iters,
             "student: baseline": n_dev if self.evaluate_baseline else 0,
             "student: refine": n_dev + self.max_refine_iters * (refine_train + n_dev),
@@ -154,6 +177,8 @@ class PLD(Teleprompter):
             dev = validate_examples(valset, task, "dev")
         if self.cluster_method not in ("kmeans", "dbscan"):
             raise ValueError(f"PLD: cluster_method={self.cluster_method!r}; choose 'kmeans' or 'dbscan'")
+        if self.cluster_by not in ("label", "all"):
+            raise ValueError(f"PLD: cluster_by={self.cluster_by!r}; choose 'label' or 'all'")
         teacher_lm = as_lm(teacher if teacher is not None else self.teacher) or dspy.settings.lm
         if teacher_lm is None:
             raise ValueError("PLD: no teacher; pass teacher='provider/model' or a dspy.LM, or dspy.configure(lm=...)")
@@ -174,12 +199,13 @@ class PLD(Teleprompter):
     def _run(self, student: dspy.Module, task: Task, train: list, dev: list, teacher_lm: dspy.BaseLM,
              adapter: dspy.Adapter, out: Path | None) -> dspy.Module:
         rng = random.Random(self.seed)
-        mine_set = list(train)
-        if self.max_train_examples and len(mine_set) > self.max_train_examples:
-            mine_set = rng.sample(mine_set, self.max_train_examples)
+        mine_set = stratified(train, task.label_field, self.max_train_examples, rng)
         refine_set = rng.sample(train, min(self.refine_examples, len(train)))
         embed = make_embedder(self.embedder, self.seed)
         usage = UsageLog()
+        inputs = {example_id(ex, task.input_fields): format_inputs(ex, task.input_fields) for ex in train}
+        gate = Gate(labels=task.labels, task_text=task.signature.instructions,
+                    common_words=common_words(list(inputs.values())))
         base = task.signature.instructions
 
         def program_with(rules: list[str]) -> dspy.Module:
@@ -197,27 +223,34 @@ class PLD(Teleprompter):
             return score_outcomes(outcomes(rules, dev), task.labels)
 
         with usage.stage("mine") as st:
-            mined = mine_rules(mine_set, task, teacher_lm, num_threads=self.num_threads,
+            mined = mine_rules(mine_set, task, teacher_lm, gate=gate, num_threads=self.num_threads,
                                checkpoint=out / "mined.jsonl" if out else None, progress=self.progress)
             st.failures = sum(m.error is not None for m in mined)
+        refused = refusals(mined)
         good = [m for m in mined if m.error is None]
         if len(good) < 2:
+            reasons = sorted({r.reason for r in refused})[:5]
             raise RuntimeError(
-                f"PLD: only {len(good)} of {len(mined)} teacher calls returned a rule; first error: "
-                f"{next((m.error for m in mined if m.error), 'none')}")
+                f"PLD: only {len(good)} of {len(mined)} teacher calls returned a usable rule "
+                f"({len(refused)} refused by the quality gates: {reasons}); first error: "
+                f"{next((m.error for m in mined if m.error), 'none')}. Use a stronger teacher or more examples.")
 
         with usage.stage("cluster") as st:
             vectors = embed([m.rule for m in good])
-            cluster_ids, report = cluster_vectors(
-                vectors, self.cluster_method, n_clusters=self.n_clusters, max_clusters=self.max_clusters,
-                eps=self.eps, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size, seed=self.seed)
+            options = dict(n_clusters=self.n_clusters, max_clusters=self.max_clusters, eps=self.eps,
+                           min_samples=self.min_samples, min_cluster_size=self.min_cluster_size, seed=self.seed)
+            if self.cluster_by == "label":
+                cluster_ids, report = cluster_by_label(vectors, [m.gold for m in good], self.cluster_method, **options)
+            else:
+                cluster_ids, report = cluster_vectors(vectors, self.cluster_method, **options)
             if report.n_clusters == 0:
                 raise RuntimeError(
-                    f"PLD: clustering ({self.cluster_method}, {report.params}) labelled all {report.n_rules} rules "
+                    f"PLD: clustering ({report.method}, {report.params}) labelled all {report.n_rules} rules "
                     "as noise; lower min_samples / min_cluster_size, raise eps, or use cluster_method='kmeans'.")
-            rules, st.failures = consolidate(good, cluster_ids, vectors, task, teacher_lm,
-                                             n_phrasings=self.n_phrasings, num_threads=self.num_threads,
-                                             progress=self.progress)
+            rules, st.failures, merge_refused = consolidate(
+                good, cluster_ids, vectors, task, teacher_lm, gate=gate, inputs=inputs,
+                n_phrasings=self.n_phrasings, num_threads=self.num_threads, progress=self.progress)
+            refused += merge_refused
 
         baseline = None
         if self.evaluate_baseline:
@@ -229,8 +262,8 @@ class PLD(Teleprompter):
             rules, history, best = refine_rules(
                 rules, task, teacher=teacher_lm, train=refine_set,
                 evaluate_train=lambda r: outcomes(r, refine_set), evaluate_dev=dev_score, embed=embed,
-                max_iters=self.max_refine_iters, n_failures=self.n_failures, n_successes=self.n_successes,
-                min_delta=self.min_delta, seed=self.seed)
+                gate=gate, inputs=inputs, max_iters=self.max_refine_iters, n_failures=self.n_failures,
+                n_successes=self.n_successes, min_delta=self.min_delta, seed=self.seed, refusals=refused)
             st.failures = sum(h.note.startswith("teacher call failed") for h in history)
 
         selection, searched = None, None
@@ -240,7 +273,9 @@ class PLD(Teleprompter):
             # The space holds the refined rules and any clustered rule that refinement replaced, seeded
             # with both known points: the clustered list in canonical order and refine's best.
             pool = rules + [r for r in clustered if r.id not in refined_ids]
-            seeds = [[Selection(rule_id=r.id) for r in clustered], [Selection(rule_id=r.id) for r in rules]]
+            # The empty selection (zero-shot, already scored as the baseline) is a known point too: rules that
+            # do not beat it on dev are not shipped.
+            seeds = [[Selection(rule_id=r.id) for r in clustered], [Selection(rule_id=r.id) for r in rules], []]
             student_lm = task.predictor.lm or dspy.settings.lm
             count, how = token_counter_for(student_lm)
             calls = [0]
@@ -258,11 +293,15 @@ class PLD(Teleprompter):
                                         count_tokens=count, token_counter=how, config=config, seeds=seeds,
                                         out_dir=out, seed=self.seed, call_counter=lambda: calls[0])
             rules, selection = pool, searched.best.selection
-            best = best.model_copy(update={"macro_f1": searched.best.macro_f1})
+            by_id = {r.id: r for r in pool}
+            # A fresh score of the chosen prompt (a cache hit), so accuracy and per-class F1 describe the
+            # same prompt as macro F1 (a patched copy of refine's score did not).
+            best = dev_score([by_id[s.rule_id].variants()[s.variant] for s in selection])
 
         ruleset = RuleSet(
             predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,
             base_instructions=base, rules=rules, selection=selection, clustering=report, history=history,
+            refusals=refused,
             baseline_dev_macro_f1=baseline.macro_f1 if baseline else None, dev_macro_f1=best.macro_f1,
             search=searched, usage=[*usage.stages, usage.total()], seed=self.seed,
         )

@@ -24,8 +24,9 @@ def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict |
               f"| with the distilled rules | {_f(rules.dev_macro_f1)} |", ""]
     c = rules.clustering
     if c:
+        per_label = f", per label {c.per_label}" if c.per_label else ""
         lines += ["## Clustering", "",
-                  f"{c.method} {c.params}: {c.n_rules} mined rules -> {c.n_clusters} clusters "
+                  f"{c.method}: {c.n_rules} mined rules -> {c.n_clusters} clusters{per_label} "
                   f"(sizes {c.cluster_sizes}), {c.n_noise} noise ({100 * c.noise_share:.0f}%) dropped.", ""]
     lines += ["## Rules in the system prompt", ""]
     by_id = {r.id: r for r in rules.rules}
@@ -34,6 +35,11 @@ def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict |
     for n, (rid, text) in enumerate(zip(ids, active), 1):
         r = by_id[rid]
         lines.append(f"{n}. {text}  \n   _{rid}: from {r.cluster_size} mined rules; {r.origin}_")
+    if rules.refusals:
+        lines += ["", f"## Refused by the quality gates ({len(rules.refusals)})", "",
+                  "| stage | from | text | reason |", "|---|---|---|---|"]
+        lines += [f"| {r.stage} | {_cell(r.source, 40)} | {_cell(r.text)} | {_cell(r.reason, 80)} |"
+                  for r in rules.refusals]
     lines += ["", "## Refinement", "", "| iteration | dev macro F1 | failures shown | successes shown | kept | note |",
               "|---|---|---|---|---|---|"]
     for h in rules.history:

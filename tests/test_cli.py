@@ -34,7 +34,8 @@ def test_quickstart_config_is_valid_and_builds_the_program():
     cfg = load_config("quickstart")
     program = build_program(cfg.data)
     assert list(program.signature.input_fields) == ["context", "sentence"]
-    assert len(load_split(cfg.data, "train")) == cfg.data.train_limit
+    assert len(load_split(cfg.data, "train")) == 95 and cfg.pld.max_train_examples == 20
+    assert cfg.student.model == cfg.teacher.model == "local/qwen2.5-coder-1.5b" and cfg.search is not None
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -55,15 +56,17 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
 def test_dry_run_estimates_and_spends_nothing(tmp_path):
     result = run_cli("compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "teacher: mine 40" in result.stdout and "dry run: nothing was called" in result.stdout
+    assert "teacher: mine 20" in result.stdout and "teacher: merge clusters 4" in result.stdout
+    assert "dry run: nothing was called" in result.stdout
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.real_model
 def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
     pytest.importorskip("llama_cpp")
-    config = write_config(tmp_path, **{"data.train_limit": 6, "data.dev_limit": 6, "pld.refine_examples": 4,
-                                       "pld.max_clusters": 3, "teacher.max_tokens": 96})
+    config = write_config(tmp_path, **{"data.train_limit": 12, "data.dev_limit": 4, "pld.refine_examples": 4,
+                                       "pld.max_train_examples": 6, "pld.n_failures": 2, "pld.n_successes": 1,
+                                       "teacher.max_tokens": 160, "search.n_trials": 4, "search.minibatch_size": 4})
     out = tmp_path / "run"
     result = run_cli("compile", str(config), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,6 +77,7 @@ def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
     assert rules.rules and all(r.text in prompt for r in rules.rules if rules.selection is None)
     mine = next(u for u in rules.usage if u.stage == "mine")
     assert mine.lm_calls >= 6 and mine.prompt_tokens > 0
+    assert rules.search is not None and (out / "study.db").exists()  # the quickstart runs the whole product
 
     data = Path(__file__).parents[1] / "pld_optim" / "data" / "stereoset_quickstart.json"
     scores = {}
@@ -106,3 +110,28 @@ def test_compare_dry_run_lists_the_shared_setup(tmp_path):
     assert "compare ['zero-shot', 'pld'] x seeds [0]" in result.stdout and "34 test" in result.stdout
     result = run_cli("compare", "quickstart", "--optimizers", "zero-shot,textgrad", "--out", str(tmp_path / "c"))
     assert result.returncode == 2 and "unknown optimizer(s) ['textgrad']" in result.stderr
+
+
+def test_evaluate_scores_the_folders_rules_json_and_an_edited_file(tmp_path, capsys):
+    """A reviewer edits rules.json and re-evaluates: the edit must reach the program that is scored."""
+    from pld_optim.artifact import Rule, RuleSet
+    from pld_optim.cli import load_program
+    from pld_optim.pld import apply_rules, save_artifacts
+
+    cfg = load_config("quickstart")
+    rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
+                    base_instructions=build_program(cfg.data).signature.instructions,
+                    rules=[Rule(id="R1", text="If the target is a job, answer profession.")])
+    save_artifacts(apply_rules(build_program(cfg.data), rules), rules, tmp_path)
+    assert "answer profession" in load_program(cfg, str(tmp_path)).signature.instructions
+
+    rules.rules[0].text = "If the target is a country, answer race."
+    rules.save(tmp_path / "rules.json")  # edited by hand; program.json still holds the old rule
+    program = load_program(cfg, str(tmp_path))
+    assert "answer race" in program.signature.instructions and "answer profession" not in program.signature.instructions
+    assert "differ from the program's" in capsys.readouterr().err
+
+    other = tmp_path / "edited.json"
+    rules.rules[0].text = "If the target is a faith, answer religion."
+    rules.save(other)
+    assert "answer religion" in load_program(cfg, "none", str(other)).signature.instructions

@@ -82,8 +82,11 @@ def test_every_refusal_is_counted_and_shown(tmp_path, student):
     assert sum("taken from its examples" in r for r in reasons) == expected["church"]
     for text in rules.active_rules():
         assert not any(b in text for b in bad.values())
-    report = (tmp_path / "rules.json").read_text()
-    assert json.loads(report)["refusals"][0]["reason"]
+    assert json.loads((tmp_path / "rules.json").read_text())["refusals"][0]["reason"]
+    from pld_optim.report import render_report
+
+    report = render_report(rules)
+    assert f"## Refused by the quality gates ({len(rules.refusals)})" in report and "names no label" in report
 
 
 def test_a_gate_that_refuses_every_rule_is_a_clear_error(student):

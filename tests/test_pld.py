@@ -64,3 +64,18 @@ def test_compile_with_search_persists_the_study_and_selects_rules(teacher, stude
     assert next(u for u in rules.usage if u.stage == "search").lm_calls > 0
     assert "## Search" in render_report(rules)
     assert pld.estimate_calls(len(train), len(dev))["student: search"] == 8 * len(dev) + len(dev)
+    # score_ is a fresh evaluation of the chosen prompt: all its fields describe that one prompt.
+    from pld_optim.scoring import run_student, score_outcomes
+    from pld_optim.task import resolve_task
+
+    fresh = score_outcomes(run_student(compiled, dev, resolve_task(compiled)), ["gender", "race", "religion"])
+    assert pld.score_ == fresh
+
+
+def test_a_teacher_model_string_is_built_like_the_cli_builds_it():
+    """PLD(teacher="local/...") from Python used to reach litellm ("LLM Provider NOT provided")."""
+    from pld_optim.models import LlamaCppEngine
+    from pld_optim.pld import as_lm
+
+    lm = as_lm("local/smollm2-135m")
+    assert isinstance(lm._engine_spec, LlamaCppEngine) and lm.kwargs["max_tokens"] == 1024

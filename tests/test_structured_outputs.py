@@ -21,7 +21,7 @@ TASK = resolve_task(dspy.Predict(Classify))
 GATE = Gate(labels=TASK.labels)
 TRICKY = [
     'If the sentence quotes a word such as "she" or "her", answer gender.',
-    "If the text names a faith, a rite, or a holy book (a bible, a quran), answer religion.",
+    "If the text names a faith, a rite, or a holy book (a scripture, a hymnal), answer religion.",
     "If the sentence mentions [a country] or its people, answer race.",
     "If the sentence describes a mother,\nwife or daughter, answer gender.",
 ]

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from ollama_server import OllamaStub  # noqa: E402
 
 from pld_optim.adapter import LabelAdapter  # noqa: E402
+from pld_optim.gates import Gate  # noqa: E402
 from pld_optim.mine import mine_rules  # noqa: E402
 from pld_optim.models import LlamaCppEngine, make_lm  # noqa: E402
 from pld_optim.scoring import run_student, score_outcomes  # noqa: E402
@@ -113,7 +114,7 @@ def test_a_refusing_teacher_is_recorded_not_fatal():
                                        if path == "/v1/chat/completions" else None)
     task = resolve_task(dspy.Predict(Classify))
     with dspy.context(adapter=LabelAdapter()):  # as PLD.compile runs every stage
-        mined = mine_rules(EXAMPLES[:3], task, lm_for(server), num_threads=1)
+        mined = mine_rules(EXAMPLES[:3], task, lm_for(server), gate=Gate(task.labels), num_threads=1)
     server.shutdown()
     assert len(mined) == 3 and all(m.error for m in mined)
 
@@ -138,7 +139,8 @@ def test_server_dying_mid_mining_then_the_rerun_resumes(tmp_path):
 
     server.fault = fault
     with dspy.context(adapter=LabelAdapter()):
-        first = mine_rules(EXAMPLES, task, lm_for(server, num_retries=0), num_threads=1, checkpoint=checkpoint)
+        first = mine_rules(EXAMPLES, task, lm_for(server, num_retries=0), gate=Gate(task.labels), num_threads=1,
+                           checkpoint=checkpoint)
     assert sum(m.error is None for m in first) == 2, [m.error for m in first]
     errors = [m.error for m in first if m.error]
     assert len(errors) == 4, errors  # recorded per example; the run went on to the end
@@ -147,7 +149,8 @@ def test_server_dying_mid_mining_then_the_rerun_resumes(tmp_path):
     revived = OllamaStub(ENGINE, served=["gemma3:4b"], port=port).start()
     revived.fault = lambda path, body: ("content", answer) if path == "/v1/chat/completions" else None
     with dspy.context(adapter=LabelAdapter()):
-        second = mine_rules(EXAMPLES, task, lm_for(revived), num_threads=1, checkpoint=checkpoint)
+        second = mine_rules(EXAMPLES, task, lm_for(revived), gate=Gate(task.labels), num_threads=1,
+                            checkpoint=checkpoint)
     revived.shutdown()
     assert all(m.error is None for m in second)
     asked = [b for p, b in revived.requests if p == "/v1/chat/completions"]
