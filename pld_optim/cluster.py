@@ -214,7 +214,6 @@ def consolidate(
         source, refused = f"cluster {c + 1} ({label})", []
 
         def passes(text: str) -> bool:
-            text = with_label(text, label, gate)
             reason = gate.check(text, examples, copied_from=[MergeRules.__doc__])
             if reason is None and not mentions(text, label):
                 reason = f"does not name its cluster's label {label!r}"
@@ -229,11 +228,12 @@ def consolidate(
                              rules=texts, n_phrasings=n_phrasings)
             if not isinstance(out.phrasings, list):  # one string is one phrasing, never a list of characters
                 raise ValueError(f"phrasings is a {type(out.phrasings).__name__}, not a list")
-            candidates = [" ".join(str(t).split()) for t in [out.instruction, *out.phrasings] if str(t or "").strip()]
+            candidates = [with_label(" ".join(str(t).split()), label, gate)
+                          for t in [out.instruction, *out.phrasings] if str(t or "").strip()]
         except Exception as exc:  # noqa: BLE001 - a failed merge is counted, never fatal
             logger.warning("cluster %d: merge failed (%s); using its most central rule", c, exc)
             failed = True
-        good = [with_label(t, label, gate) for t in dict.fromkeys(candidates) if passes(t)]
+        good = [t for t in dict.fromkeys(candidates) if passes(t)]
         failed = failed or not good
         # The cluster's most central mined rules (they passed the gates when mined) are variants too: with a
         # weak teacher the merge can be worse than its inputs, and the search lets the student choose.
