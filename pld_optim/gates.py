@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from pld_optim.artifact import Refusal
-
 # Template placeholders a teacher copied from a prompt: <general cue>, {label}, [LABEL], "X".
 _PLACEHOLDER = re.compile(r"<[^<>\n]{1,40}>|\{[^{}\n]{1,40}\}|\[[A-Z][A-Z _-]{1,29}\]"
                           r"|\[[^\]\n]{0,20}\b(?:label|cue|category|class|word)\b[^\]\n]{0,20}\]|\bLABEL\b|\bCUE\b")
@@ -51,11 +49,6 @@ class Gate:
                 or no_label(text, self.labels) or no_cue(text, self.labels, self.task_text)
                 or names_group(text)
                 or names_entity(text, examples, self.labels, self.task_text, self.common_words))
-
-    def refuse(self, text: str, stage: str, source: str, examples: Iterable[str] = (), *,
-               copied_from: Iterable[str] = ()) -> Refusal | None:
-        reason = self.check(text, examples, copied_from=copied_from)
-        return Refusal(stage=stage, source=source, text=text, reason=reason) if reason else None
 
 
 def placeholder(text: str) -> str | None:
