@@ -109,6 +109,8 @@ class SearchResult(_Model):
     n_repaired: int = Field(0, description="trials whose lowest-ranked rules were dropped to fit the budget")
     token_counter: str
     student_calls: int = 0
+    history: list[tuple[int, float | None, int]] = Field(
+        default_factory=list, description="per trial in order: number, dev macro F1 (None if pruned), student calls")
 
 
 class RuleSet(_Model):

@@ -12,7 +12,7 @@ reason that applies, or None.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -96,6 +96,18 @@ def mentions(text: str, label: str) -> bool:
     joined = "".join(target)
     n = len(target)
     return any(words[i:i + n] == target for i in range(len(words) - n + 1)) or joined in words
+
+
+def answered_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label a rule answers: of the labels it names, the one named last ("If ..., answer L.")."""
+    words = _tokens(text)
+    best, where = None, -1
+    for label in labels:
+        target = _tokens(label)
+        hits = [i for i in range(len(words) - len(target) + 1) if words[i:i + len(target)] == target]
+        if hits and hits[-1] > where:
+            best, where = label, hits[-1]
+    return best
 
 
 def no_label(text: str, labels: list[str]) -> str | None:

@@ -143,3 +143,34 @@ def test_multi_objective_returns_a_pareto_front_to_pick_from(tmp_path):
     assert small.selection == front[0].selection
     with pytest.raises(ValueError, match="no Pareto point fits"):
         rules.pick(front[0].prompt_tokens - 1)
+
+
+def test_every_local_edit_is_recognised_when_the_walk_is_replayed():
+    from pld_optim.local_search import LocalSearchSampler, _move_between
+
+    sampler = LocalSearchSampler(RULES, ["gender", "race", "religion"], seed=0)
+    current = (("R3", 0), ("R1", 0), ("R2", 1))
+    moves = list(sampler._neighbours(current))
+    assert {m[0] for m, _ in moves} == {"drop", "variant", "front", "add"}
+    for move, key in moves:
+        assert key != current
+        assert _move_between(current, key) == move  # else the sampler's memory of what helped is wrong
+
+
+def test_local_search_reaches_the_optimum_in_few_trials_and_resumes_from_its_incumbent(tmp_path):
+    from pld_optim.local_search import _move_between
+
+    engine, kwargs = harness(tmp_path, sampler="local", n_trials=6, pruner="none", minibatch_size=len(DEV))
+    first = search_rules(RULES, **kwargs)
+    kwargs["config"] = kwargs["config"].model_copy(update={"n_trials": 14})
+    result = search_rules(RULES, **kwargs)  # the same study, continued
+    assert [n for n, _, _ in result.history] == list(range(14)) and result.history[:6] == first.history
+    assert result.best.macro_f1 == pytest.approx(1.0)
+    # The continued run starts from the best prompt the first run found, one edit away from it.
+    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db")[0],
+                              storage=f"sqlite:///{tmp_path}/study.db")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    incumbent = max(trials[:6], key=lambda t: (t.values[0], -t.number))
+    key = lambda t: tuple((s["rule_id"], s["variant"]) for s in t.user_attrs["selection"])  # noqa: E731
+    assert _move_between(key(incumbent), key(trials[6])) is not None
+    assert len({key(t) for t in trials}) == len(trials)  # no prompt is scored twice
