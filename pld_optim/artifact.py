@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pld_optim.run_folder import atomic_write_text
+
 FORMAT_VERSION = 1
 DEFAULT_PREAMBLE = "Apply these rules, in order of relevance, to choose the `{label_field}`:"
 
@@ -167,7 +169,7 @@ class RuleSet(_Model):
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(Path(path), self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> RuleSet:

@@ -1,4 +1,4 @@
-"""`pld-optim`: compile, evaluate, quickstart, report."""
+"""`pld-optim`: compile, quickstart, evaluate, pick, compare, report."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pld_optim.config import RunConfig, build_program, load_config, load_split
 from pld_optim.models import make_lm
 from pld_optim.pld import PLD
 from pld_optim.report import render_report
+from pld_optim.run_folder import atomic_write_text, check_cache, check_writable, clear_run
 from pld_optim.scoring import run_student, score_outcomes
 from pld_optim.task import resolve_task
 
@@ -47,15 +48,23 @@ def compile_cmd(args) -> int:
     cfg = load_config(args.config)
     seed = cfg.seed if args.seed is None else args.seed
     out = Path(args.out)
+    check_writable(out)
     program = build_program(cfg.data)
     train, dev = load_split(cfg.data, "train"), load_split(cfg.data, "dev")
     pld = _pld(cfg, out, seed)
+    if args.fresh and not args.dry_run:
+        removed = clear_run(out)
+        print(f"--fresh: removed {', '.join(removed) or 'nothing'} from {out}")
+    # Data, labels, parameters, the folder, its cache and the study are checked before any LM call (and by
+    # --dry-run).
+    pld.check(program, train, dev)
+    check_cache(out / "cache")
     estimate = pld.estimate_calls(len(train), len(dev), len(resolve_task(program).labels))
     print(f"data: {len(train)} train, {len(dev)} dev | student {cfg.student.model} | teacher {cfg.teacher.model}")
     print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
           + f" (total {sum(estimate.values())})")
     if args.dry_run:
-        print("dry run: nothing was called")
+        print("dry run: data, labels, settings, output folder and study storage checked; nothing was called")
         return 0
     from pld_optim.ollama import preflight_all
 
@@ -64,7 +73,7 @@ def compile_cmd(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # The cache lives with the run: rerunning the same command after an interruption replays finished
     # LM calls for free and continues where it stopped.
-    dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(out / "cache"))
+    _disk_cache(out / "cache")
     start = time.perf_counter()
     with dspy.context(lm=_lm(cfg.student), track_usage=True):
         compiled = pld.compile(program, trainset=train, valset=dev)
@@ -72,8 +81,7 @@ def compile_cmd(args) -> int:
     context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
                "train / dev examples": f"{len(train)} / {len(dev)}", "seed": seed,
                "wall time": f"{time.perf_counter() - start:.0f} s"}
-    (out / "report.md").write_text(render_report(rules, title=f"PLD compile: {cfg.name}", context=context),
-                                   encoding="utf-8")
+    atomic_write_text(out / "report.md", render_report(rules, title=f"PLD compile: {cfg.name}", context=context))
     for name in ("program.json", "rules.json", "system_prompt.txt", "report.md"):
         print(f"wrote {out / name}")
     n_rules = len(rules.active_rules())
@@ -93,6 +101,36 @@ def compile_cmd(args) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _disk_cache(folder: Path) -> None:
+    check_cache(folder)
+    dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(folder))
+
+
+def _same_task(path: Path, program: dspy.Module) -> None:
+    """dspy's load() pours any JSON state into any program: a program compiled for another task would be
+    scored field-by-position with exit code 0. Refuse it, naming both."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--program {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    for name, predictor in program.named_predictors():
+        saved = state if "signature" in state else state.get(name)
+        if not isinstance(saved, dict) or "signature" not in saved:
+            raise ValueError(f"--program {path}: no predictor {name!r} in it; it was saved from another program")
+        got = [f.get("prefix") for f in saved["signature"].get("fields", [])]
+        want = [f.json_schema_extra["prefix"] for f in predictor.signature.fields.values()]
+        if got != want:
+            raise ValueError(f"--program {path}: its fields are {got}, the config's task has {want}; it was "
+                             "compiled for another task or config")
+
+
 def load_program(cfg: RunConfig, program_arg: str, rules_arg: str | None = None) -> dspy.Module:
     """The program to score. A compile folder's rules.json is what a reviewer edits, so it wins over
     program.json when they differ (a note says so); `--rules FILE` scores any edited rule file."""
@@ -107,6 +145,7 @@ def load_program(cfg: RunConfig, program_arg: str, rules_arg: str | None = None)
                              "programs can run code and are refused")
         if not path.exists():
             raise FileNotFoundError(f"--program: {path} does not exist")
+        _same_task(path, program)
         program.load(str(path))  # JSON state only: dspy refuses pickles unless allow_pickle=True
     rules_path = Path(rules_arg) if rules_arg else (folder / "rules.json" if folder else None)
     if rules_path is None or (not rules_arg and not rules_path.exists()):
@@ -165,8 +204,12 @@ def compare_cmd(args) -> int:
     unknown = [o for o in optimizers if o not in ALL]
     if unknown:
         raise ValueError(f"unknown optimizer(s) {unknown}; choose from {ALL}")
-    seeds = [int(x) for x in args.seeds.split(",")]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
     out = Path(args.out)
+    check_writable(out)
     program = build_program(cfg.data)
     train, dev, test = (load_split(cfg.data, s) for s in ("train", "dev", "test"))
     if not test:
@@ -180,7 +223,7 @@ def compare_cmd(args) -> int:
     preflight_all([cfg.student.model, cfg.teacher.model], {cfg.student.model: cfg.student.api_base,
                                                            cfg.teacher.model: cfg.teacher.api_base})
     out.mkdir(parents=True, exist_ok=True)
-    dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(out / "cache"))
+    _disk_cache(out / "cache")
     results = []
     for seed in seeds:
         setup = Setup(program=program, train=train, dev=dev, test=test, student=_lm(cfg.student),
@@ -222,12 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--dry-run", action="store_true", help="print the LM-call estimate and stop")
     c.add_argument("--pull", action="store_true", help="let Ollama pull a missing model")
     c.add_argument("--test", action="store_true", help="then score zero-shot and PLD on the test split")
+    c.add_argument("--fresh", action="store_true",
+                   help="remove what an earlier compile wrote to --out (mined rules, cache, study, artifacts) first")
     c.set_defaults(func=compile_cmd)
 
     q = sub.add_parser("quickstart", help="compile the shipped quickstart config on the embedded models")
     q.add_argument("--out", default="out/quickstart")
     q.add_argument("--seed", type=int)
     q.add_argument("--dry-run", action="store_true")
+    q.add_argument("--fresh", action="store_true", help="start over in --out")
     q.set_defaults(func=compile_cmd, config="quickstart", pull=False, test=True)
 
     e = sub.add_parser("evaluate", help="score a compiled (or unoptimized) program; prints one JSON object")
@@ -237,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--split", help="train, dev, test or all (default: test, or all with --data)")
     e.add_argument("--rules", help="score this rules.json (e.g. a reviewer's edit) instead of the folder's; no teacher "
                                    "call")
-    e.add_argument("--limit", type=int)
+    e.add_argument("--limit", type=_positive, help="score only the first N examples (N >= 1)")
     e.add_argument("--no-cache", action="store_true", help="call the student even for answers in DSPy's cache")
     e.set_defaults(func=evaluate_cmd)
 

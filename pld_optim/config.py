@@ -93,6 +93,11 @@ def load_config(path: str | Path) -> RunConfig:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
+    empty = [key for key, value in raw.items() if value is None]
+    if empty:
+        # `search:` with nothing under it reads as null, which would silently skip the search stage.
+        raise ValueError(f"{path}: {', '.join(empty)}: the section is empty; write `{empty[0]}: {{}}` for its "
+                         "defaults, or delete the line")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from pld_optim.gates import Gate, common_words
 from pld_optim.mine import mine_rules, refusals
 from pld_optim.models import make_lm
 from pld_optim.refine import refine_rules
+from pld_optim.run_folder import FolderLock, atomic_write_text, check_writable, claim, data_digest
 from pld_optim.scoring import Score, run_student, score_outcomes
-from pld_optim.search import SearchConfig, search_rules, token_counter_for
+from pld_optim.search import SearchConfig, check_storage, search_rules, token_counter_for
 from pld_optim.task import Task, example_id, format_inputs, resolve_task, validate_examples
 from pld_optim.usage import UsageLog
 
@@ -52,7 +54,10 @@ def apply_rules(program: dspy.Module, rules: RuleSet) -> dspy.Module:
 def split_dev(examples: list[dspy.Example], task: Task, share: float = 0.25) -> tuple[list, list]:
     """Deterministic hash split, so the same data always gives the same dev set."""
     def bucket(ex):
-        return int(hashlib.sha1(example_id(ex, task.input_fields).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        # Salted: the loaders cut train/dev/test by sha1(id) too, and the same hash would carve nearly all or
+        # none of a loader's split off as dev.
+        key = f"pld-dev:{example_id(ex, task.input_fields)}"
+        return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
     dev = [ex for ex in examples if bucket(ex) < share]
     train = [ex for ex in examples if bucket(ex) >= share]
@@ -159,9 +164,9 @@ class PLD(Teleprompter):
     def _search_config(self) -> SearchConfig:
         return self.search if isinstance(self.search, SearchConfig) else SearchConfig.model_validate(self.search)
 
-    def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
-        if kwargs:
-            raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
+    def check(self, student: dspy.Module, trainset, valset=None) -> tuple[Task, list, list]:
+        """Everything that can be checked before the first LM call: data and labels, parameters, the output
+        folder and the search storage. `compile` runs it first; `pld-optim compile --dry-run` runs only it."""
         task = resolve_task(student, self.labels, self.label_field)
         train = validate_examples(trainset, task, "train")
         classes = {str(ex[task.label_field]) for ex in train}
@@ -179,6 +184,16 @@ class PLD(Teleprompter):
             raise ValueError(f"PLD: cluster_method={self.cluster_method!r}; choose 'kmeans' or 'dbscan'")
         if self.cluster_by not in ("label", "all"):
             raise ValueError(f"PLD: cluster_by={self.cluster_by!r}; choose 'label' or 'all'")
+        if self.out_dir:
+            check_writable(Path(self.out_dir), "out_dir")
+            if self.search is not None:
+                check_storage(self._search_config(), Path(self.out_dir))
+        return task, train, dev
+
+    def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
+        if kwargs:
+            raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
+        task, train, dev = self.check(student, trainset, valset)
         teacher_lm = as_lm(teacher if teacher is not None else self.teacher) or dspy.settings.lm
         if teacher_lm is None:
             raise ValueError("PLD: no teacher; pass teacher='provider/model' or a dspy.LM, or dspy.configure(lm=...)")
@@ -187,14 +202,42 @@ class PLD(Teleprompter):
         if task.predictor.lm is None and dspy.settings.lm is None:
             raise ValueError("PLD: the student program has no LM; dspy.configure(lm=...) or predictor.set_lm(...)")
         out = Path(self.out_dir) if self.out_dir else None
-        if out:
-            out.mkdir(parents=True, exist_ok=True)
-
         # Every stage runs under one adapter: the teacher's structured outputs get the same grammar
         # and forgiving parsing as the student's labels.
         adapter = self.adapter or LabelAdapter()
-        with dspy.context(adapter=adapter):
-            return self._run(student, task, train, dev, teacher_lm, adapter, out)
+        if out is None:
+            with dspy.context(adapter=adapter):
+                return self._run(student, task, train, dev, teacher_lm, adapter, None)
+        with FolderLock(out):
+            claim(out, self.fingerprint(task, train, dev, teacher_lm, task.predictor.lm or dspy.settings.lm))
+            with dspy.context(adapter=adapter):
+                return self._run(student, task, train, dev, teacher_lm, adapter, out)
+
+    # Parameters that change what a compile produces (threads, progress and search limits do not).
+    _RESULT_PARAMS = ("labels", "label_field", "max_train_examples", "cluster_method", "cluster_by", "n_clusters",
+                      "max_clusters", "eps", "min_samples", "min_cluster_size", "n_phrasings", "max_refine_iters",
+                      "refine_examples", "n_failures", "n_successes", "min_delta")
+
+    def fingerprint(self, task: Task, train: list, dev: list, teacher: dspy.BaseLM, student) -> dict:
+        """What an output folder's results depend on (pld_optim.run_folder): resuming requires the same."""
+        params = {name: getattr(self, name) for name in self._RESULT_PARAMS}
+        params["embedder"] = self.embedder if isinstance(self.embedder, str) else type(self.embedder).__name__
+        if self.search is not None:
+            params["search"] = self._search_config().model_dump(
+                # How trials are proposed or stopped does not change what a trial scores: a study may go on
+                # with another sampler, as Optuna allows.
+                exclude={"n_trials", "timeout", "max_student_calls", "storage", "plots", "study_name", "sampler",
+                         "pruner", "n_startup_trials", "pick_max_tokens"})
+        ids = lambda xs: [example_id(ex, task.input_fields) for ex in xs]  # noqa: E731
+
+        def lm(x) -> dict:
+            kwargs = getattr(x, "kwargs", {}) or {}
+            return {"model": getattr(x, "model", str(x)), "temperature": kwargs.get("temperature"),
+                    "max_tokens": kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")}
+
+        return {"data": {"train": data_digest(train, ids(train), task.label_field),
+                         "dev": data_digest(dev, ids(dev), task.label_field)},
+                "teacher": lm(teacher), "student": lm(student), "params": params, "seed": self.seed}
 
     def _run(self, student: dspy.Module, task: Task, train: list, dev: list, teacher_lm: dspy.BaseLM,
              adapter: dspy.Adapter, out: Path | None) -> dspy.Module:
@@ -266,6 +309,13 @@ class PLD(Teleprompter):
                 n_successes=self.n_successes, min_delta=self.min_delta, seed=self.seed, refusals=refused)
             st.failures = sum(h.note.startswith("teacher call failed") for h in history)
 
+        def ruleset_of(rules, selection, searched) -> RuleSet:
+            return RuleSet(
+                predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,
+                base_instructions=base, rules=rules, selection=selection, clustering=report, history=history,
+                refusals=refused, baseline_dev_macro_f1=baseline.macro_f1 if baseline else None,
+                dev_macro_f1=best.macro_f1, search=searched, usage=[*usage.stages, usage.total()], seed=self.seed)
+
         selection, searched = None, None
         if self.search is not None:
             config = self._search_config()
@@ -289,22 +339,31 @@ class PLD(Teleprompter):
                 return adapter.format_system_message(sig)
 
             with usage.stage("search"):
-                searched = search_rules(pool, dev=dev, labels=task.labels, evaluate=evaluate, render=render_system,
-                                        count_tokens=count, token_counter=how, config=config, seeds=seeds,
-                                        out_dir=out, seed=self.seed, call_counter=lambda: calls[0])
+                try:
+                    searched = search_rules(pool, dev=dev, labels=task.labels, evaluate=evaluate,
+                                            render=render_system, count_tokens=count, token_counter=how,
+                                            config=config, seeds=seeds, out_dir=out, seed=self.seed,
+                                            call_counter=lambda: calls[0])
+                except Exception as exc:
+                    # Refinement's rules are paid for: keep them before reporting the failure.
+                    kept = self._finish(student, task, adapter, out, ruleset_of(rules, None, None), mined, report,
+                                        history, best, baseline)
+                    where = f"{out / 'rules.json'}" if out else "PLD.rules_"
+                    raise RuntimeError(
+                        f"PLD: the search failed ({type(exc).__name__}: {exc}). Refinement's "
+                        f"{len(kept.pld_rules.active_rules())} rules are kept in {where}. Fix the search settings "
+                        "and rerun the same command: mining, clustering and refinement replay from the folder's "
+                        "cache, so only the search runs again.") from exc
             rules, selection = pool, searched.best.selection
             by_id = {r.id: r for r in pool}
             # A fresh score of the chosen prompt (a cache hit), so accuracy and per-class F1 describe the
             # same prompt as macro F1 (a patched copy of refine's score did not).
             best = dev_score([by_id[s.rule_id].variants()[s.variant] for s in selection])
 
-        ruleset = RuleSet(
-            predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,
-            base_instructions=base, rules=rules, selection=selection, clustering=report, history=history,
-            refusals=refused,
-            baseline_dev_macro_f1=baseline.macro_f1 if baseline else None, dev_macro_f1=best.macro_f1,
-            search=searched, usage=[*usage.stages, usage.total()], seed=self.seed,
-        )
+        return self._finish(student, task, adapter, out, ruleset_of(rules, selection, searched), mined, report,
+                            history, best, baseline)
+
+    def _finish(self, student, task, adapter, out, ruleset, mined, report, history, best, baseline) -> dspy.Module:
         compiled = apply_rules(student, ruleset)
         predictor = dict(compiled.named_predictors())[task.predictor_name]
         ruleset.system_prompt = adapter.format_system_message(predictor.signature)
@@ -325,7 +384,10 @@ class PLD(Teleprompter):
 
 
 def save_artifacts(program: dspy.Module, rules: RuleSet, out: Path) -> None:
+    """Each file is written beside its target and moved into place: an interruption keeps the old one."""
     out.mkdir(parents=True, exist_ok=True)
-    program.save(str(out / "program.json"))
+    tmp = out / f".program.{os.getpid()}.tmp.json"  # dspy picks the format from the suffix
+    program.save(str(tmp))
+    os.replace(tmp, out / "program.json")
     rules.save(out / "rules.json")
-    (out / "system_prompt.txt").write_text(rules.system_prompt + "\n", encoding="utf-8")
+    atomic_write_text(out / "system_prompt.txt", rules.system_prompt + "\n")

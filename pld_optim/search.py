@@ -139,7 +139,7 @@ def search_rules(
         trial.set_user_attr("errors", _errors(outcomes))
         return f1
 
-    url = config.storage or (f"sqlite:///{(out_dir / 'study.db').resolve()}" if out_dir else None)
+    url = storage_url(config, out_dir)
     storage = open_storage(url) if url else None
     sampler = _sampler(config, seed, rules, labels)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
@@ -175,6 +175,36 @@ def search_rules(
     if out_dir and config.plots:
         save_plots(study, out_dir, config.multi_objective)
     return result
+
+
+def storage_url(config: SearchConfig, out_dir: Path | None) -> str | None:
+    return config.storage or (f"sqlite:///{(out_dir / 'study.db').resolve()}" if out_dir else None)
+
+
+def check_storage(config: SearchConfig, out_dir: Path | None) -> None:
+    """Before any LM call: a malformed URL or an unreadable (e.g. corrupted) study fails now, with the
+    way out, instead of after mining and refinement have been paid for."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    url = storage_url(config, out_dir)
+    if url is None:
+        return
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ValueError(f"search.storage={url!r} is not a database URL (e.g. sqlite:///study.db or "
+                         "postgresql://user@host/db)") from exc
+    path = Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    if path is not None and not path.exists():
+        return  # a new study: created when the search starts
+    try:
+        storage = open_storage(url, attempts=2)
+        storage.get_all_studies()
+    except Exception as exc:  # noqa: BLE001 - any failure to read the study is reported the same way
+        fix = f"delete {path} to start the search afresh" if path else "check the server and the URL"
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"search storage {url} cannot be read ({type(exc).__name__}: {reason}); {fix}") from exc
 
 
 def open_storage(url: str, attempts: int = 6):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import typing
+import unicodedata
 from dataclasses import dataclass
 
 import dspy
@@ -114,29 +115,57 @@ def validate_examples(examples, task: Task, split: str, *, allow_empty: bool = F
     return [ex if ex._input_keys else ex.with_inputs(*task.input_fields) for ex in examples]
 
 
-_WORD = re.compile(r"[^a-z0-9]+")
+def _edges(text: str) -> str:
+    """NFKC, then strip whitespace, quotes, brackets and closing punctuation from both ends only:
+    characters inside a label (`c#`, `c++`, `中性`) are never dropped."""
+    text = unicodedata.normalize("NFKC", text).strip()
+    while text and (unicodedata.category(text[0])[0] in "PZ" or text[0] in "`*"):
+        text = text[1:]
+    while text and (unicodedata.category(text[-1])[0] in "PZ" or text[-1] in "`*"):
+        text = text[:-1]
+    return text
 
 
-def _squash(text: str) -> str:
-    return _WORD.sub(" ", text.lower()).strip()
+def _spaced(label: str) -> str:
+    """`NotMentioned`, `not-mentioned`, `not_mentioned` -> `not mentioned`."""
+    return " ".join(re.sub(r"(?<=[a-z])(?=[A-Z])|[-_\s]+", " ", label).split())
 
 
 def normalize_label(raw, labels: list[str]) -> str | None:
-    """Forgiving last-resort parser: case, whitespace, quotes, or one label named inside a sentence."""
+    """An answer maps to a label only when it names exactly one label unambiguously; anything else is
+    None (counted invalid). Tolerated: surrounding whitespace, quotes and punctuation, case (unless two
+    labels differ only by case), `NotMentioned` written `not mentioned`, and one label named inside a
+    sentence as a whole word."""
     if raw is None:
         return None
     text = str(raw).strip()
     if text in labels:
         return text
-    squashed = _squash(text)
-    by_squash = {_squash(label): label for label in labels}
-    if squashed in by_squash:
-        return by_squash[squashed]
-    # Exactly one label mentioned as a whole word; longer labels first, so that
-    # "anti-stereotype" is not also read as "stereotype".
-    remaining, hits = f" {squashed} ", []
-    for key, label in sorted(by_squash.items(), key=lambda kv: -len(kv[0])):
-        if f" {key} " in remaining:
+    fold = {}
+    for label in labels:
+        fold.setdefault(label.casefold(), []).append(label)
+    caseless = all(len(v) == 1 for v in fold.values())  # labels that differ only by case: exact only
+    core = _edges(text)
+    for candidate in (text, core):  # `C#` is the label c#, not c with its '#' stripped
+        if candidate in labels:
+            return candidate
+        if caseless and candidate.casefold() in fold:
+            return fold[candidate.casefold()][0]
+    spaced = {}
+    for label in labels:
+        spaced.setdefault(_spaced(label).casefold() if caseless else _spaced(label), []).append(label)
+    key = _spaced(core).casefold() if caseless else _spaced(core)
+    if len(spaced.get(key, [])) == 1:
+        return spaced[key][0]
+    # Exactly one label named as a whole word (no letter or digit on either side); longer labels first,
+    # so "anti-stereotype" is not also read as "stereotype".
+    remaining = unicodedata.normalize("NFKC", text)
+    remaining = remaining.casefold() if caseless else remaining
+    hits = []
+    for label in sorted(labels, key=len, reverse=True):
+        needle = label.casefold() if caseless else label
+        pattern = re.compile(rf"(?<!\w){re.escape(needle)}(?!\w)")
+        if pattern.search(remaining):
             hits.append(label)
-            remaining = remaining.replace(f" {key} ", " ")
+            remaining = pattern.sub(" ", remaining)
     return hits[0] if len(hits) == 1 else None

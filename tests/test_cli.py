@@ -57,7 +57,7 @@ def test_dry_run_estimates_and_spends_nothing(tmp_path):
     result = run_cli("compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "teacher: mine 20" in result.stdout and "teacher: merge clusters 4" in result.stdout
-    assert "dry run: nothing was called" in result.stdout
+    assert "checked; nothing was called" in result.stdout
     assert not (tmp_path / "o").exists()
 
 
