@@ -23,7 +23,7 @@ import dspy
 from pld_optim.adapter import LabelAdapter
 from pld_optim.artifact import RuleSet, render_instructions
 from pld_optim.config import build_program, load_config, load_split
-from pld_optim.models import make_lm
+from pld_optim.models import engine_of, make_lm
 
 
 def synthetic_rules(n: int = 25) -> list[str]:
@@ -64,8 +64,8 @@ def main() -> None:
     rules = RuleSet.load(args.rules).active_rules() if args.rules else synthetic_rules()
     sig = base.signature.with_instructions(render_instructions(base.signature.instructions, rules, "label"))
     lm = make_lm(args.model, max_tokens=args.cot_max_tokens, cache=False)
-    prompt_tokens = lm._engine_spec.llama.tokenize(
-        LabelAdapter().format_system_message(sig).encode(), add_bos=False) if args.model.startswith("local/") else []
+    engine = engine_of(lm)
+    prompt_tokens = engine.count_tokens(LabelAdapter().format_system_message(sig)) if engine else 0
     cot = dspy.ChainOfThought(base.signature)
     modes = {"zero-shot": (base, None), "PLD prompt": (dspy.Predict(sig), None),
              # CoT under the label grammar: its rationale is bounded to one line of at most ~400 characters.
@@ -77,7 +77,7 @@ def main() -> None:
         measure(program, examples[:1], lm, adapter)  # warm-up: model load, first prefix evaluation
         rows[name] = measure(program, examples, lm, adapter)
     print(f"student {args.model}, {len(examples)} examples, PLD prompt: {len(rules)} rules, "
-          f"{len(prompt_tokens) or 'n/a'} system-prompt tokens; CoT capped at {args.cot_max_tokens} tokens")
+          f"{prompt_tokens or 'n/a'} system-prompt tokens; CoT capped at {args.cot_max_tokens} tokens")
     print("| mode | mean s/example | median s | mean output tokens | unparsable answers |")
     print("|---|---|---|---|---|")
     for name, (secs, toks, bad) in rows.items():

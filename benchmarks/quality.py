@@ -20,14 +20,8 @@ import dspy
 
 from pld_optim.compare import Setup, load_outcomes, paired_difference, run_compare, summarize
 from pld_optim.config import build_program, load_config, load_split
-from pld_optim.models import make_lm
+from pld_optim.models import lm_from_config
 from pld_optim.task import resolve_task
-
-
-def _lm(cfg, max_tokens=None):
-    return make_lm(cfg.model, max_tokens=max_tokens or cfg.max_tokens, temperature=cfg.temperature,
-                   api_base=cfg.api_base,
-                   **({"n_ctx": cfg.n_ctx} if cfg.n_ctx and cfg.model.startswith("local/") else {}))
 
 
 def main() -> None:
@@ -53,8 +47,8 @@ def main() -> None:
         task = resolve_task(program)
         train, dev, test = (load_split(cfg.data, s) for s in ("train", "dev", "test"))
         pld_kwargs = {**cfg.pld.model_dump(), "search": cfg.search}
-        setup = Setup(program=program, train=train, dev=dev, test=test, student=_lm(cfg.student),
-                      teacher=_lm(cfg.teacher, args.teacher_max_tokens), seed=args.seed,
+        setup = Setup(program=program, train=train, dev=dev, test=test, student=lm_from_config(cfg.student),
+                      teacher=lm_from_config(cfg.teacher, max_tokens=args.teacher_max_tokens), seed=args.seed,
                       threads=cfg.student.threads, pld_kwargs=pld_kwargs)
         rows = summarize(run_compare(setup, optimizers, out), out, task.labels)
         diff = None

@@ -23,7 +23,7 @@ from pld_optim.adapter import LabelAdapter
 from pld_optim.artifact import render_instructions
 from pld_optim.config import build_program, load_config, load_split
 from pld_optim.data import REFERENCE_RULES
-from pld_optim.models import make_lm
+from pld_optim.models import engine_of, make_lm
 from pld_optim.scoring import run_student, score_outcomes
 from pld_optim.task import resolve_task
 
@@ -53,7 +53,7 @@ def main() -> None:
     for name in args.models.split(","):
         try:
             lm = make_lm(f"local/{name}", max_tokens=8, cache=False, n_ctx=2048)
-            lm._engine_spec.llama  # noqa: B018 - load now, so a missing package is a skip, not a crash
+            engine_of(lm).llama  # noqa: B018 - load now, so a missing package is a skip, not a crash
         except (ImportError, ValueError) as exc:
             print(f"| {name} | skipped: {exc} | | | | |")
             continue
@@ -70,7 +70,7 @@ def main() -> None:
         r = results[name]
         print(f"| {name} | {r['no_rules']:.3f} | {r['reference_rules']:.3f} | {r['accuracy_no_rules']:.3f} | "
               f"{r['accuracy_reference_rules']:.3f} | {per_example:.2f} |", flush=True)
-        lm._engine_spec.close()
+        engine_of(lm).close()
     print(json.dumps(results))
 
 

@@ -22,9 +22,8 @@ import dspy
 from dspy.adapters.chat_adapter import field_header_pattern
 from dspy.utils.exceptions import AdapterParseError
 
+from pld_optim.models import CHAT_FORMAT_SCHEMA, supports_grammar
 from pld_optim.task import _literal_values, normalize_label
-
-CHAT_FORMAT_SCHEMA = "dspy_chat_format"
 
 
 def _field_schema(annotation) -> dict | None:
@@ -69,10 +68,7 @@ class LabelAdapter(dspy.ChatAdapter):
     def _should_constrain(self, lm) -> bool:
         if self.constrain is not None:
             return self.constrain
-        engine = getattr(lm, "_engine_spec", None)
-        if getattr(engine, "supports_response_format", False):
-            return True
-        return str(getattr(lm, "model", "")).startswith(("ollama_chat/", "ollama/"))
+        return supports_grammar(lm)
 
     def __call__(self, lm, lm_kwargs: dict[str, Any], signature, demos, inputs):
         schema = output_schema(signature)

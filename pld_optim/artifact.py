@@ -139,19 +139,7 @@ class RuleSet(_Model):
     def active_rules(self) -> list[str]:
         if self.selection is None:
             return [r.text for r in self.rules]
-        by_id = {r.id: r for r in self.rules}
-        out = []
-        for sel in self.selection:
-            if sel.rule_id not in by_id:
-                raise ValueError(f"rules.json: selection names rule {sel.rule_id!r}, which is not in `rules`")
-            variants = by_id[sel.rule_id].variants()
-            if not 0 <= sel.variant < len(variants):
-                raise ValueError(
-                    f"rules.json: selection picks variant {sel.variant} of rule {sel.rule_id!r}, "
-                    f"which has {len(variants)} variants"
-                )
-            out.append(variants[sel.variant])
-        return out
+        return texts_of(self.rules, self.selection, where="rules.json: ")
 
     def pick(self, max_tokens: int) -> RuleSet:
         """The best Pareto point within a prompt-token budget, as a new rule set (multi-objective search)."""
@@ -179,6 +167,22 @@ class RuleSet(_Model):
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
         return cls.model_validate(data)
+
+
+def texts_of(rules: list[Rule], selection: list[Selection], where: str = "") -> list[str]:
+    """The rule texts a selection puts in the prompt, in its order and wordings: the one place a selection
+    becomes text (search trials, the final score, rules.json)."""
+    by_id = {r.id: r for r in rules}
+    out = []
+    for sel in selection:
+        if sel.rule_id not in by_id:
+            raise ValueError(f"{where}selection names rule {sel.rule_id!r}, which is not in `rules`")
+        variants = by_id[sel.rule_id].variants()
+        if not 0 <= sel.variant < len(variants):
+            raise ValueError(f"{where}selection picks variant {sel.variant} of rule {sel.rule_id!r}, "
+                             f"which has {len(variants)} variants")
+        out.append(variants[sel.variant])
+    return out
 
 
 def render_instructions(base: str, rules: list[str], label_field: str, preamble: str = DEFAULT_PREAMBLE) -> str:

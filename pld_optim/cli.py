@@ -14,7 +14,7 @@ import dspy
 from pld_optim.adapter import LabelAdapter
 from pld_optim.artifact import RuleSet
 from pld_optim.config import RunConfig, build_program, load_config, load_split
-from pld_optim.models import make_lm
+from pld_optim.models import lm_from_config
 from pld_optim.pld import PLD
 from pld_optim.report import render_report
 from pld_optim.run_folder import atomic_write_text, check_cache, check_writable, clear_run
@@ -30,17 +30,11 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _lm(cfg, **extra):
-    engine = {"n_ctx": cfg.n_ctx} if cfg.n_ctx and cfg.model.startswith("local/") else {}
-    return make_lm(cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature, api_base=cfg.api_base,
-                   **engine, **extra)
-
-
 def _pld(cfg: RunConfig, out: Path | None, seed: int) -> PLD:
     search = cfg.search
     if search is not None and search.study_name is None:
         search = search.model_copy(update={"study_name": cfg.name})
-    return PLD(teacher=_lm(cfg.teacher), out_dir=out, seed=seed, progress=sys.stderr.isatty(), search=search,
+    return PLD(teacher=lm_from_config(cfg.teacher), out_dir=out, seed=seed, progress=sys.stderr.isatty(), search=search,
                num_threads=cfg.teacher.threads, student_threads=cfg.student.threads, **cfg.pld.model_dump())
 
 
@@ -75,7 +69,7 @@ def compile_cmd(args) -> int:
     # LM calls for free and continues where it stopped.
     _disk_cache(out / "cache")
     start = time.perf_counter()
-    with dspy.context(lm=_lm(cfg.student), track_usage=True):
+    with dspy.context(lm=lm_from_config(cfg.student), track_usage=True):
         compiled = pld.compile(program, trainset=train, valset=dev)
     rules = compiled.pld_rules
     context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
@@ -93,7 +87,7 @@ def compile_cmd(args) -> int:
         if not test:
             raise ValueError("--test: the test split is empty; set data.fractions")
         task = resolve_task(program)
-        with dspy.context(lm=_lm(cfg.student), adapter=LabelAdapter()):
+        with dspy.context(lm=lm_from_config(cfg.student), adapter=LabelAdapter()):
             scores = [score_outcomes(run_student(p, test, task, num_threads=cfg.student.threads), task.labels)
                       for p in (program, compiled)]
         print(f"test macro F1: zero-shot {scores[0].macro_f1:.3f} | PLD {scores[1].macro_f1:.3f} "
@@ -169,7 +163,7 @@ def evaluate_cmd(args) -> int:
 
     preflight_all([cfg.student.model], {cfg.student.model: cfg.student.api_base})
     task = resolve_task(program)
-    with dspy.context(lm=_lm(cfg.student, cache=not args.no_cache), adapter=LabelAdapter()):
+    with dspy.context(lm=lm_from_config(cfg.student, cache=not args.no_cache), adapter=LabelAdapter()):
         outcomes = run_student(program, examples, task, num_threads=cfg.student.threads,
                                progress=sys.stderr.isatty())
     score = score_outcomes(outcomes, task.labels)
@@ -226,8 +220,8 @@ def compare_cmd(args) -> int:
     _disk_cache(out / "cache")
     results = []
     for seed in seeds:
-        setup = Setup(program=program, train=train, dev=dev, test=test, student=_lm(cfg.student),
-                      teacher=_lm(cfg.teacher), seed=seed, threads=cfg.student.threads, budget=args.budget,
+        setup = Setup(program=program, train=train, dev=dev, test=test, student=lm_from_config(cfg.student),
+                      teacher=lm_from_config(cfg.teacher), seed=seed, threads=cfg.student.threads, budget=args.budget,
                       pld_kwargs=cfg.pld.model_dump())
         results += run_compare(setup, optimizers, out)
     task = resolve_task(program)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -55,8 +56,12 @@ class ModelConfig(_Strict):
 
 
 class PLDConfig(_Strict):
+    """PLD's parameters, the one schema for YAML (`pld:`) and Python (`PLD(...)`, validated in `compile`)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     max_train_examples: int | None = Field(None, gt=0)
-    embedder: str = "tfidf"
+    embedder: str | Callable = Field("tfidf", description="'tfidf', 'tfidf:<sentence-transformers model>' "
+                                     "or (Python) a callable texts -> vectors")
     cluster_method: Literal["kmeans", "dbscan"] = "kmeans"
     n_clusters: int | None = Field(None, gt=0)
     cluster_by: Literal["label", "all"] = "label"
@@ -69,6 +74,8 @@ class PLDConfig(_Strict):
     refine_examples: int = Field(64, gt=0)
     n_failures: int = Field(20, gt=0)
     n_successes: int = Field(20, ge=0)
+    min_delta: float = Field(0.0, ge=0, description="refinement keeps a revision only if dev F1 rises by more")
+    evaluate_baseline: bool = True
 
 
 class RunConfig(_Strict):
@@ -137,16 +144,10 @@ def build_program(cfg: DataConfig) -> dspy.Predict:
     return dspy.Predict(dspy.Signature(fields, instructions))
 
 
-def resolve_path(path: str | None) -> str | None:
-    if path and path.startswith("package:"):
-        return str(files("pld_optim").joinpath(f"data/{path.removeprefix('package:')}"))
-    return path
-
-
 def load_split(cfg: DataConfig, split: str, path: str | None = None) -> list[dspy.Example]:
     """One split of the configured dataset; `path` overrides the config (e.g. a user's held-out file)."""
     limit = {"train": cfg.train_limit, "dev": cfg.dev_limit, "test": cfg.test_limit}.get(split)
-    source = resolve_path(path or cfg.path)
+    source = path or cfg.path  # each loader resolves `package:` itself
     if cfg.dataset == "stereoset":
         return D.load_stereoset(source, framing=cfg.framing, part=cfg.part, split=split,
                                 fractions=cfg.fractions, limit=limit)

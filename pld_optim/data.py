@@ -54,6 +54,15 @@ def shared_data_dir() -> Path:
     return repo_sibling if repo_sibling.exists() else Path("shared/data")
 
 
+def resolve_source(source: str | Path | None) -> str | Path | None:
+    """Every loader accepts what a config accepts: `package:NAME` is a file shipped in pld_optim/data."""
+    if isinstance(source, str) and source.startswith("package:"):
+        from importlib.resources import files
+
+        return str(files("pld_optim").joinpath(f"data/{source.removeprefix('package:')}"))
+    return source
+
+
 def split_of(example_id: str, fractions=DEFAULT_FRACTIONS) -> str:
     """sha1(id) mapped to [0, 1) and cut at the cumulative fractions: stable and order-free. Rows that
     share a `group` (the three sentences of one StereoSet item) share a split, so no context leaks."""
@@ -141,6 +150,7 @@ def load_stereoset(source: str | Path | None = None, *, framing: str = "bias_typ
 
 
 def _stereoset_items(source, part: str) -> list[dict]:
+    source = resolve_source(source)
     path = Path(source) if source is not None else shared_data_dir() / "stereoset"
     if path.is_dir():
         path = path / "dev.json"
@@ -174,6 +184,7 @@ def load_contract_nli(source: str | Path | None = None, *, file: str = "dev.json
     """
     if context not in ("full", "window"):
         raise DataError(f"contract_nli context={context!r}; choose 'full' or 'window'")
+    source = resolve_source(source)
     path = Path(source) if source is not None else shared_data_dir() / "contract_nli"
     if path.is_dir():
         path = path / file
@@ -241,6 +252,7 @@ def load_generic(source: str | Path, *, inputs: dict[str, str] | list[str], labe
     Rows missing a mapped column, or with a label outside `labels`, are errors naming the row.
     """
     mapping = {k: k for k in inputs} if isinstance(inputs, list) else dict(inputs)
+    source = resolve_source(source)
     path = Path(source)
     if path.exists():
         rows = list(_read_rows(path))

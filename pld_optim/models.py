@@ -14,15 +14,17 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage
 
-from pld_optim.adapter import CHAT_FORMAT_SCHEMA
-
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
+# A response_format with this name asks the embedded engine for DSPy's chat format ([[ ## field ## ]]
+# headers) under a grammar, instead of JSON; LabelAdapter sends it.
+CHAT_FORMAT_SCHEMA = "dspy_chat_format"
 DEFAULT_STUDENT = "ollama_chat/gemma3:4b"
 CACHE_DIR = Path(os.environ.get("PLD_OPTIM_CACHE", Path.home() / ".cache" / "pld_optim"))
 
@@ -242,6 +244,12 @@ class LlamaCppEngine:
                 self.template = "gemma" if arch.startswith("gemma") else "chatml"
         return self._llama
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's own tokenizer (loads the model on first use)."""
+        llama = self.llama
+        with self._lock:
+            return len(llama.tokenize(text.encode(), add_bos=False, special=False))
+
     def close(self) -> None:
         with self._lock:
             if self._llama is not None:
@@ -333,10 +341,57 @@ def make_lm(model: str | dspy.BaseLM, *, max_tokens: int = 512, temperature: flo
         return dspy.LM(model, engine=engine, max_tokens=max_tokens, temperature=temperature, cache=cache)
     kwargs = {}
     if model.startswith(("ollama_chat/", "ollama/")):
-        base = (api_base or os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT_BASE).rstrip("/")
-        if not base.startswith("http"):
-            base = f"http://{base}"
-        kwargs["api_base"] = base if base.endswith("/v1") else f"{base}/v1"
+        kwargs["api_base"] = ollama_host(api_base) + "/v1"
     elif api_base:
         kwargs["api_base"] = api_base
     return dspy.LM(model, max_tokens=max_tokens, temperature=temperature, cache=cache, **kwargs)
+
+
+def ollama_host(api_base: str | None = None) -> str:
+    """The one place an Ollama address is worked out: the argument, else $OLLAMA_HOST, else localhost;
+    always with a scheme and without `/v1` (the native API; DSPy's route appends `/v1`)."""
+    base = (api_base or os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT_BASE).rstrip("/").removesuffix("/v1")
+    return base if base.startswith("http") else f"http://{base}"
+
+
+def as_lm(model: str | dspy.BaseLM | None, *, max_tokens: int = 1024) -> dspy.BaseLM | None:
+    """What `PLD(teacher=...)` accepts: a model string (through make_lm, like YAML's) or an LM."""
+    if model is None or isinstance(model, dspy.BaseLM):
+        return model
+    if isinstance(model, str):
+        return make_lm(model, max_tokens=max_tokens)
+    raise TypeError(f"expected a model string or dspy.LM, got {type(model).__name__}")
+
+
+def lm_from_config(cfg, *, max_tokens: int | None = None, **extra) -> dspy.BaseLM:
+    """An LM from a config's `student:` / `teacher:` section (config.ModelConfig)."""
+    engine = {"n_ctx": cfg.n_ctx} if cfg.n_ctx and cfg.model.startswith("local/") else {}
+    return make_lm(cfg.model, max_tokens=max_tokens or cfg.max_tokens, temperature=cfg.temperature,
+                   api_base=cfg.api_base, **engine, **extra)
+
+
+def engine_of(lm) -> LlamaCppEngine | None:
+    """The embedded engine behind an LM made by make_lm, if it is one."""
+    engine = getattr(lm, "_engine_spec", None)  # DSPy 3.4 keeps a custom engine here; read in this one place
+    return engine if isinstance(engine, LlamaCppEngine) else None
+
+
+def supports_grammar(lm) -> bool:
+    """Whether the LM can be held to a JSON schema (response_format): the embedded engine and Ollama can,
+    and so can any custom engine that declares `supports_response_format`."""
+    engine = getattr(lm, "_engine_spec", None)
+    if getattr(engine, "supports_response_format", False):
+        return True
+    return str(getattr(lm, "model", "")).startswith(("ollama_chat/", "ollama/"))
+
+
+def token_counter(lm) -> tuple[Callable[[str], int], str]:
+    """How prompt budgets are counted: the embedded model's own tokenizer, else litellm's counter for the
+    model (its tokenizer when litellm knows it, else tiktoken's cl100k)."""
+    engine = engine_of(lm)
+    if engine is not None:
+        return engine.count_tokens, f"{engine.model} tokenizer"
+    model = str(getattr(lm, "model", ""))
+    import litellm
+
+    return (lambda text: litellm.token_counter(model=model, text=text)), f"litellm token_counter ({model})"

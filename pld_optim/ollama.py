@@ -7,7 +7,7 @@ import logging
 import httpx
 import ollama
 
-from pld_optim.models import OLLAMA_DEFAULT_BASE
+from pld_optim.models import ollama_host
 
 logger = logging.getLogger(__name__)
 
@@ -16,20 +16,12 @@ class OllamaError(RuntimeError):
     pass
 
 
-def _host(api_base: str | None) -> str:
-    import os
-
-    base = (api_base or os.environ.get("OLLAMA_HOST") or OLLAMA_DEFAULT_BASE).rstrip("/")
-    base = base.removesuffix("/v1")
-    return base if base.startswith("http") else f"http://{base}"
-
-
 def preflight(model: str, api_base: str | None = None, *, pull: bool = False, timeout: float = 10.0) -> None:
     """No-op for non-Ollama models. Raises OllamaError with the exact commands to fix the setup."""
     if not model.startswith(("ollama_chat/", "ollama/")):
         return
     name = model.split("/", 1)[1]
-    host = _host(api_base)
+    host = ollama_host(api_base)
     client = ollama.Client(host=host, timeout=timeout)
     try:
         listed = client.list()

@@ -10,44 +10,41 @@ from pathlib import Path
 
 import dspy
 from dspy.teleprompt import Teleprompter
+from pydantic import ValidationError
 
 from pld_optim.adapter import LabelAdapter
-from pld_optim.artifact import RuleSet, Selection, render_instructions
+from pld_optim.artifact import RuleSet, Selection, render_instructions, texts_of
 from pld_optim.cluster import cluster_by_label, cluster_vectors, consolidate, make_embedder
+from pld_optim.config import PLDConfig
 from pld_optim.gates import Gate, common_words
 from pld_optim.mine import mine_rules, refusals
-from pld_optim.models import make_lm
+from pld_optim.models import as_lm, token_counter
 from pld_optim.refine import refine_rules
 from pld_optim.run_folder import FolderLock, atomic_write_text, check_writable, claim, data_digest
 from pld_optim.scoring import Score, run_student, score_outcomes
-from pld_optim.search import SearchConfig, check_storage, search_rules, token_counter_for
+from pld_optim.search import SearchConfig, check_storage, search_rules
 from pld_optim.task import Task, example_id, format_inputs, resolve_task, validate_examples
 from pld_optim.usage import UsageLog
 
 logger = logging.getLogger("pld_optim")
 
 
-def as_lm(model: str | dspy.LM | None, *, max_tokens: int = 1024) -> dspy.LM | None:
-    """Model strings go through make_lm, like the CLI's: `local/...` is the embedded engine, and every LM
-    gets a token cap (an uncapped local server runs to the end of its context)."""
-    if model is None or isinstance(model, dspy.BaseLM):
-        return model
-    if isinstance(model, str):
-        return make_lm(model, max_tokens=max_tokens)
-    raise TypeError(f"expected a model string or dspy.LM, got {type(model).__name__}")
-
-
 def apply_rules(program: dspy.Module, rules: RuleSet) -> dspy.Module:
     """A copy of `program` whose predictor carries the rule set (e.g. an edited rules.json); no LM call."""
-    compiled = program.deepcopy()
-    predictors = dict(compiled.named_predictors())
+    predictors = dict(program.named_predictors())
     if rules.predictor not in predictors:
         raise ValueError(f"rules.json is for predictor {rules.predictor!r}; the program has {list(predictors)}")
-    predictor = predictors[rules.predictor]
-    if rules.label_field not in predictor.signature.output_fields:
+    if rules.label_field not in predictors[rules.predictor].signature.output_fields:
         raise ValueError(f"rules.json labels field {rules.label_field!r}, which the program's signature lacks")
-    # with_instructions returns a new class: assigning .instructions would leak into every copy.
-    predictor.signature = predictor.signature.with_instructions(rules.render_instructions())
+    return with_instructions(program, rules.predictor, rules.render_instructions())
+
+
+def with_instructions(program: dspy.Module, predictor_name: str, instructions: str) -> dspy.Module:
+    """The one way a program gets rules: a copy whose predictor carries `instructions`. with_instructions
+    returns a new signature class; assigning `.instructions` would leak into every copy (it is shared)."""
+    compiled = program.deepcopy()
+    predictor = dict(compiled.named_predictors())[predictor_name]
+    predictor.signature = predictor.signature.with_instructions(instructions)
     return compiled
 
 
@@ -164,6 +161,19 @@ class PLD(Teleprompter):
     def _search_config(self) -> SearchConfig:
         return self.search if isinstance(self.search, SearchConfig) else SearchConfig.model_validate(self.search)
 
+    def validate_params(self) -> PLDConfig:
+        """scikit-learn's way: the constructor stores, compile validates, against the same schema YAML's
+        `pld:` section uses (config.PLDConfig), so both accept the same values with the same checks."""
+        try:
+            params = PLDConfig.model_validate({name: getattr(self, name) for name in PLDConfig.model_fields})
+            if self.search is not None:
+                self._search_config()
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+                                 for e in exc.errors())
+            raise ValueError(f"PLD: {problems}") from None
+        return params
+
     def check(self, student: dspy.Module, trainset, valset=None) -> tuple[Task, list, list]:
         """Everything that can be checked before the first LM call: data and labels, parameters, the output
         folder and the search storage. `compile` runs it first; `pld-optim compile --dry-run` runs only it."""
@@ -180,10 +190,7 @@ class PLD(Teleprompter):
                 raise ValueError("PLD: the trainset is too small to split off a dev set; pass valset=.")
         else:
             dev = validate_examples(valset, task, "dev")
-        if self.cluster_method not in ("kmeans", "dbscan"):
-            raise ValueError(f"PLD: cluster_method={self.cluster_method!r}; choose 'kmeans' or 'dbscan'")
-        if self.cluster_by not in ("label", "all"):
-            raise ValueError(f"PLD: cluster_by={self.cluster_by!r}; choose 'label' or 'all'")
+        self.validate_params()
         if self.out_dir:
             check_writable(Path(self.out_dir), "out_dir")
             if self.search is not None:
@@ -213,14 +220,11 @@ class PLD(Teleprompter):
             with dspy.context(adapter=adapter):
                 return self._run(student, task, train, dev, teacher_lm, adapter, out)
 
-    # Parameters that change what a compile produces (threads, progress and search limits do not).
-    _RESULT_PARAMS = ("labels", "label_field", "max_train_examples", "cluster_method", "cluster_by", "n_clusters",
-                      "max_clusters", "eps", "min_samples", "min_cluster_size", "n_phrasings", "max_refine_iters",
-                      "refine_examples", "n_failures", "n_successes", "min_delta")
-
     def fingerprint(self, task: Task, train: list, dev: list, teacher: dspy.BaseLM, student) -> dict:
         """What an output folder's results depend on (pld_optim.run_folder): resuming requires the same."""
-        params = {name: getattr(self, name) for name in self._RESULT_PARAMS}
+        # Every schema parameter changes results except whether the baseline is scored.
+        names = ["labels", "label_field", *(n for n in PLDConfig.model_fields if n != "evaluate_baseline")]
+        params = {name: getattr(self, name) for name in names}
         params["embedder"] = self.embedder if isinstance(self.embedder, str) else type(self.embedder).__name__
         if self.search is not None:
             params["search"] = self._search_config().model_dump(
@@ -252,11 +256,7 @@ class PLD(Teleprompter):
         base = task.signature.instructions
 
         def program_with(rules: list[str]) -> dspy.Module:
-            compiled = student.deepcopy()
-            predictor = dict(compiled.named_predictors())[task.predictor_name]
-            predictor.signature = predictor.signature.with_instructions(
-                render_instructions(base, rules, task.label_field))
-            return compiled
+            return with_instructions(student, task.predictor_name, render_instructions(base, rules, task.label_field))
 
         def outcomes(rules, examples):
             return run_student(program_with(rules), examples, task,
@@ -327,7 +327,7 @@ class PLD(Teleprompter):
             # do not beat it on dev are not shipped.
             seeds = [[Selection(rule_id=r.id) for r in clustered], [Selection(rule_id=r.id) for r in rules], []]
             student_lm = task.predictor.lm or dspy.settings.lm
-            count, how = token_counter_for(student_lm)
+            count, how = token_counter(student_lm)
             calls = [0]
 
             def evaluate(active, examples):
@@ -355,10 +355,9 @@ class PLD(Teleprompter):
                         "and rerun the same command: mining, clustering and refinement replay from the folder's "
                         "cache, so only the search runs again.") from exc
             rules, selection = pool, searched.best.selection
-            by_id = {r.id: r for r in pool}
             # A fresh score of the chosen prompt (a cache hit), so accuracy and per-class F1 describe the
             # same prompt as macro F1 (a patched copy of refine's score did not).
-            best = dev_score([by_id[s.rule_id].variants()[s.variant] for s in selection])
+            best = dev_score(texts_of(pool, selection))
 
         return self._finish(student, task, adapter, out, ruleset_of(rules, selection, searched), mined, report,
                             history, best, baseline)

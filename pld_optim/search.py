@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import random
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,7 +36,7 @@ import dspy
 import optuna
 from pydantic import BaseModel, ConfigDict, Field
 
-from pld_optim.artifact import Candidate, Rule, SearchResult, Selection
+from pld_optim.artifact import Candidate, Rule, SearchResult, Selection, texts_of
 from pld_optim.local_search import LocalSearchSampler, params_for, selection_from_params
 from pld_optim.scoring import Outcome, score_outcomes
 
@@ -98,8 +96,7 @@ def search_rules(
                          f"({count_tokens(render([]))} tokens, {token_counter})")
 
     def tokens_of(selection: list[Selection]) -> tuple[list[str], int]:
-        by_id = {r.id: r for r in rules}
-        active = [by_id[s.rule_id].variants()[s.variant] for s in selection]
+        active = texts_of(rules, selection)
         return active, count_tokens(render(active))
 
     def objective(trial: optuna.Trial):
@@ -265,9 +262,7 @@ def _result(study, rules, config, evaluate, dev, labels, token_counter) -> Searc
     else:
         best = _candidate(max(done, key=lambda t: (t.values[0], -t.user_attrs["prompt_tokens"])))
     # Re-score the winner on the whole dev split (a cache hit when it already ran in full).
-    by_id = {r.id: r for r in rules}
-    active = [by_id[s.rule_id].variants()[s.variant] for s in best.selection]
-    best.macro_f1 = score_outcomes(evaluate(active, dev), labels).macro_f1
+    best.macro_f1 = score_outcomes(evaluate(texts_of(rules, best.selection), dev), labels).macro_f1
     states = [t.state for t in study.trials]
     history = [(t.number, t.values[0] if t.state == optuna.trial.TrialState.COMPLETE else None,
                 int(t.user_attrs.get("student_calls", 0))) for t in sorted(study.trials, key=lambda t: t.number)]
@@ -304,16 +299,3 @@ def save_plots(study: optuna.Study, out_dir: Path, multi_objective: bool) -> lis
     return paths
 
 
-def token_counter_for(lm) -> tuple[Callable[[str], int], str]:
-    """The student's own tokenizer when it is in-process; otherwise a stated estimate."""
-    engine = getattr(lm, "_engine_spec", None)
-    llama = getattr(engine, "llama", None) if hasattr(engine, "complete") and hasattr(engine, "n_ctx") else None
-    if llama is not None:
-        lock = getattr(engine, "_lock", threading.Lock())
-
-        def count(text: str) -> int:
-            with lock:
-                return len(llama.tokenize(text.encode(), add_bos=False, special=False))
-
-        return count, f"{engine.model} tokenizer"
-    return (lambda text: math.ceil(len(text) / 4)), "estimate: 4 characters per token"

@@ -135,3 +135,37 @@ def test_evaluate_scores_the_folders_rules_json_and_an_edited_file(tmp_path, cap
     rules.rules[0].text = "If the target is a faith, answer religion."
     rules.save(other)
     assert "answer religion" in load_program(cfg, "none", str(other)).signature.instructions
+
+
+def test_an_edited_rule_moves_the_score_evaluate_reports(tmp_path):
+    """`evaluate --program DIR` after a hand edit of DIR/rules.json: the score is the edit's, not program.json's."""
+    import dspy
+
+    from pld_optim.adapter import LabelAdapter
+    from pld_optim.artifact import Rule
+    from pld_optim.cli import load_program
+    from pld_optim.pld import apply_rules, save_artifacts
+    from pld_optim.scoring import run_student, score_outcomes
+    from pld_optim.task import resolve_task
+    from pld_optim.testing import rule_follower, scripted_lm
+
+    cfg = load_config("quickstart")
+    dev = load_split(cfg.data, "dev")
+    word = "mommy"  # a cue in two gender sentences of the dev split
+    rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
+                    base_instructions=build_program(cfg.data).signature.instructions,
+                    rules=[Rule(id="R1", text=f"If the sentence mentions {word}, answer gender.")])
+    save_artifacts(apply_rules(build_program(cfg.data), rules), rules, tmp_path)
+
+    def score():
+        program = load_program(cfg, str(tmp_path))
+        student = scripted_lm(rule_follower(default="race", field="sentence"))
+        with dspy.context(lm=student, adapter=LabelAdapter()):
+            return score_outcomes(run_student(program, dev, resolve_task(program)), rules.labels)
+
+    before = score()
+    rules.rules[0].text = f"If the sentence mentions {word}, answer religion."
+    rules.save(tmp_path / "rules.json")  # the reviewer's edit; program.json is unchanged
+    after = score()
+    assert before.per_class_f1["gender"] > 0 and after.per_class_f1["gender"] == 0
+    assert after.macro_f1 < before.macro_f1

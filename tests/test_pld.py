@@ -74,8 +74,23 @@ def test_compile_with_search_persists_the_study_and_selects_rules(teacher, stude
 
 def test_a_teacher_model_string_is_built_like_the_cli_builds_it():
     """PLD(teacher="local/...") from Python used to reach litellm ("LLM Provider NOT provided")."""
-    from pld_optim.models import LlamaCppEngine
-    from pld_optim.pld import as_lm
+    from pld_optim.models import LlamaCppEngine, as_lm
 
     lm = as_lm("local/smollm2-135m")
     assert isinstance(lm._engine_spec, LlamaCppEngine) and lm.kwargs["max_tokens"] == 1024
+
+
+def test_python_and_yaml_share_one_parameter_schema(teacher, student, data):
+    import inspect
+
+    from pld_optim.config import PLDConfig
+
+    defaults = inspect.signature(PLD.__init__).parameters
+    for name, field in PLDConfig.model_fields.items():
+        assert defaults[name].default == field.default, name  # YAML's pld: section and PLD(...) agree
+    train, dev = data
+    with pytest.raises(ValueError, match=r"max_clusters=0: Input should be greater than 0"):
+        PLD(teacher=teacher, max_clusters=0).compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    with pytest.raises(ValueError, match=r"min_delta=-0.1"):
+        PLD(teacher=teacher, min_delta=-0.1).compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    assert teacher._engine_spec.calls == 0  # refused before any LM call

@@ -145,3 +145,18 @@ def test_pickled_programs_are_refused(tmp_path):
     pkl = write(tmp_path, "program.pkl", b"\x80\x04K\x01.")
     result = _cli("evaluate", "quickstart", "--program", str(pkl), "--limit", "1")
     assert result.returncode == 2 and "pickled programs can run code and are refused" in result.stderr
+
+
+def test_loaders_accept_what_a_config_accepts():
+    """`package:` worked in YAML only; from Python the loader said "StereoSet not found"."""
+    rows = load_stereoset("package:stereoset_quickstart.json", split="train")
+    assert rows and {r.label for r in rows} == {"gender", "profession", "race", "religion"}
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "pld_optim", "--help"], capture_output=True, text=True).stdout
+    for command in ("compile", "quickstart", "evaluate", "pick", "compare", "report"):
+        assert command in out
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for command in ("compile", "quickstart", "evaluate", "pick", "compare", "report"):
+        assert f"pld-optim {command} " in readme
