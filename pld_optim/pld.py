@@ -354,10 +354,10 @@ class PLD(Teleprompter):
                         f"{len(kept.pld_rules.active_rules())} rules are kept in {where}. Fix the search settings "
                         "and rerun the same command: mining, clustering and refinement replay from the folder's "
                         "cache, so only the search runs again.") from exc
+                # A fresh score of the chosen prompt (a cache hit), so accuracy and per-class F1 describe the
+                # same prompt as macro F1 (a patched copy of refine's score did not).
+                best = dev_score(texts_of(pool, searched.best.selection))
             rules, selection = pool, searched.best.selection
-            # A fresh score of the chosen prompt (a cache hit), so accuracy and per-class F1 describe the
-            # same prompt as macro F1 (a patched copy of refine's score did not).
-            best = dev_score(texts_of(pool, selection))
 
         return self._finish(student, task, adapter, out, ruleset_of(rules, selection, searched), mined, report,
                             history, best, baseline)

@@ -27,10 +27,10 @@ import logging
 import os
 import random
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import dspy
 import optuna
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 class SearchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     n_trials: int = Field(30, ge=1, description="total trials in the study, counting earlier runs")
     timeout: float | None = Field(None, gt=0, description="seconds for this run")
@@ -52,10 +52,11 @@ class SearchConfig(BaseModel):
     minibatch_size: int = Field(16, gt=0)
     max_prompt_tokens: int | None = Field(None, gt=0, description="hard cap on the rendered system prompt")
     multi_objective: bool = False
-    sampler: str = Field("local", pattern="^(local|tpe|random)$",
-                         description="local: edits of the best prompt so far (benchmarks/search_efficiency.py); "
-                                     "multi_objective always uses NSGA-II")
-    pruner: str = Field("median", pattern="^(median|none)$")
+    sampler: Literal["local", "tpe", "random"] | optuna.samplers.BaseSampler = Field(
+        "local", description="local: edits of the best prompt so far (benchmarks/search_efficiency.py); or any "
+                             "Optuna sampler object (Python). multi_objective with a name uses NSGA-II")
+    pruner: Literal["median", "none"] | optuna.pruners.BasePruner = Field(
+        "median", description="or any Optuna pruner object (Python)")
     n_startup_trials: int = Field(8, ge=0)
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite in out_dir, else memory")
     study_name: str | None = None
@@ -139,8 +140,11 @@ def search_rules(
     url = storage_url(config, out_dir)
     storage = open_storage(url) if url else None
     sampler = _sampler(config, seed, rules, labels)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
-              if config.pruner == "median" and not config.multi_objective else optuna.pruners.NopPruner())
+    if isinstance(config.pruner, optuna.pruners.BasePruner):
+        pruner = config.pruner
+    else:
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
+                  if config.pruner == "median" and not config.multi_objective else optuna.pruners.NopPruner())
     study = optuna.create_study(
         storage=storage, sampler=sampler, pruner=pruner, load_if_exists=True,
         study_name=study_name_for(rules, config.study_name),
@@ -208,14 +212,13 @@ def open_storage(url: str, attempts: int = 6):
     """An RDB storage, retried: workers started together on a fresh database race to create Optuna's
     tables (PostgreSQL raises on the duplicate enum type); the loser succeeds once the tables exist."""
     import sqlalchemy.exc
+    import tenacity
 
-    for attempt in range(attempts):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+    retry = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(sqlalchemy.exc.SQLAlchemyError), reraise=True,
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_incrementing(0.2, 0.2) + tenacity.wait_random(0, 0.3))
+    return retry(optuna.storages.RDBStorage, url, engine_kwargs={"pool_pre_ping": True})
 
 
 def _errors(outcomes: list[Outcome]) -> list[tuple[str, str, int]]:
@@ -225,6 +228,8 @@ def _errors(outcomes: list[Outcome]) -> list[tuple[str, str, int]]:
 
 
 def _sampler(config: SearchConfig, seed: int, rules: list[Rule], labels: list[str]):
+    if isinstance(config.sampler, optuna.samplers.BaseSampler):
+        return config.sampler
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.multi_objective:

@@ -1,21 +1,64 @@
-"""Per-stage accounting of LM calls, cache hits, tokens and seconds, read from DSPy's own history.
+"""Per-stage accounting of LM calls, cache hits, tokens and seconds, through DSPy's own hooks.
 
-DSPy records every LM call (cached or not) in `dspy.clients.base_lm.GLOBAL_HISTORY`; a cache hit is
-recorded with empty usage. Reading that list, rather than wrapping LMs, keeps every path (rollout copies,
-adapters' fallbacks, optimizers we compare against) counted the same way.
+Not from `dspy.clients.base_lm.GLOBAL_HISTORY`: DSPy caps that list at 10,000 entries, so a paper-scale
+compile (tens of thousands of student calls) was miscounted exactly when it mattered. Instead each stage
+installs, for its duration:
+
+- a DSPy callback (`on_lm_start`), which sees every LM call, cached or not, on every thread that
+  `dspy.Evaluate` or an optimizer starts;
+- a usage tracker (`settings.usage_tracker`), which DSPy hands the usage of every call that was not a
+  cache hit.
+
+Both only add to counters, so memory does not grow with the number of calls.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 
-from dspy.clients import base_lm
+import dspy
+from dspy.utils.callback import BaseCallback
 
 from pld_optim.artifact import StageUsage
 
 logger = logging.getLogger("pld_optim")
+
+
+class _Tally(BaseCallback):
+    """A callback and a usage tracker in one; thread-safe, constant memory."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.calls: dict[str, int] = {}
+        self.billed = 0
+        self.errors = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def on_lm_start(self, call_id, instance, inputs):
+        model = str(getattr(instance, "model", type(instance).__name__))
+        with self._lock:
+            self.calls[model] = self.calls.get(model, 0) + 1
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        if exception is not None:
+            with self._lock:
+                self.errors += 1
+
+    # The usage-tracker protocol DSPy calls for every call that was not served from its cache.
+    def add_usage(self, lm: str, usage: dict) -> None:
+        with self._lock:
+            self.billed += 1
+            self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def __deepcopy__(self, memo):
+        # dspy's parallel executor deep-copies the tracker into each worker thread (per-prediction usage);
+        # one tally for the stage needs every thread to add to the same object.
+        return self
 
 
 class UsageLog:
@@ -25,15 +68,19 @@ class UsageLog:
     @contextmanager
     def stage(self, name: str):
         """Count what the block spends; `failures` may be set on the yielded record."""
-        history = base_lm.GLOBAL_HISTORY
-        marker = history[-1] if history else None
+        tally = _Tally()
         record = StageUsage(stage=name)
         start = time.perf_counter()
         try:
-            yield record
+            with dspy.context(callbacks=[*dspy.settings.callbacks, tally], usage_tracker=tally):
+                yield record
         finally:
             record.seconds = round(time.perf_counter() - start, 3)
-            _tally(record, _entries_after(history, marker))
+            record.lm_calls = sum(tally.calls.values())
+            record.cache_hits = max(0, record.lm_calls - tally.billed - tally.errors)
+            record.prompt_tokens = tally.prompt_tokens
+            record.completion_tokens = tally.completion_tokens
+            record.by_model = dict(tally.calls)
             self.stages.append(record)
             logger.info(
                 "stage %-11s %4d LM calls (%d cached), %d prompt + %d completion tokens, %.1fs, %d failures",
@@ -50,26 +97,3 @@ class UsageLog:
                 total.by_model[model] = total.by_model.get(model, 0) + n
         total.seconds = round(total.seconds, 3)
         return total
-
-
-def _entries_after(history: list, marker) -> list:
-    if marker is None:
-        return list(history)
-    for i in range(len(history) - 1, -1, -1):
-        if history[i] is marker:
-            return history[i + 1:]
-    return list(history)  # the marker was trimmed away by DSPy's history cap: everything left is new
-
-
-def _tally(record: StageUsage, entries: list) -> None:
-    for entry in entries:
-        usage = entry.get("usage") or {}
-        response = entry.get("response")
-        cached = getattr(response, "cache_hit", False) or not usage
-        record.lm_calls += 1
-        record.cache_hits += int(cached)
-        if not cached:
-            record.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-            record.completion_tokens += int(usage.get("completion_tokens") or 0)
-        model = str(entry.get("model"))
-        record.by_model[model] = record.by_model.get(model, 0) + 1

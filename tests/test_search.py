@@ -174,3 +174,12 @@ def test_local_search_reaches_the_optimum_in_few_trials_and_resumes_from_its_inc
     key = lambda t: tuple((s["rule_id"], s["variant"]) for s in t.user_attrs["selection"])  # noqa: E731
     assert _move_between(key(incumbent), key(trials[6])) is not None
     assert len({key(t) for t in trials}) == len(trials)  # no prompt is scored twice
+
+
+def test_optuna_sampler_and_pruner_objects_are_used_as_given():
+    sampler = optuna.samplers.RandomSampler(seed=3)
+    engine, kwargs = harness(None, sampler=sampler, pruner=optuna.pruners.NopPruner(), n_trials=5)
+    result = search_rules(RULES, **kwargs)
+    assert result.n_trials == 5 and result.n_pruned == 0
+    with pytest.raises(ValueError, match="sampler"):
+        SearchConfig(sampler="tp")
