@@ -80,7 +80,7 @@ class TimedEngine(ScriptedEngine):
     """Counts the seconds spent inside the LM, so the rest is the pipeline's own overhead."""
 
     def __init__(self, respond):
-        super().__init__(respond)
+        super().__init__(respond, keep_requests=False)
         self.inside = 0.0
 
     def complete(self, request):

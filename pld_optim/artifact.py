@@ -51,6 +51,9 @@ class Rule(_Model):
     cluster_size: int = 0
     label: str | None = Field(None, description="the gold label its mined rules shared (label-wise clustering)")
     origin: str = "cluster"
+    contribution: float | None = Field(
+        None, description="dev macro F1 of the final prompt minus its F1 without this rule (None: not active or "
+                          "not measured); negative: the prompt does better without it")
 
     def variants(self) -> list[str]:
         """Index 0 is the canonical text; the search stage picks among these."""

@@ -1,4 +1,4 @@
-"""`pld-optim`: compile, quickstart, evaluate, pick, compare, report."""
+"""`pld-optim`: compile, quickstart, evaluate, ablate, pick, compare, report."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pld_optim.report import render_report
 from pld_optim.run_folder import atomic_write_text, check_cache, check_writable, clear_run
 from pld_optim.scoring import run_student, score_outcomes
 from pld_optim.task import resolve_task
+from pld_optim.usage import UsageLog
 
 log = logging.getLogger("pld_optim")
 
@@ -237,6 +238,44 @@ def compare_cmd(args) -> int:
     return 0
 
 
+def ablate_cmd(args) -> int:
+    """Each active rule's contribution, for an edited rules.json too: one dev pass per rule, no teacher."""
+    from pld_optim.ablate import rule_contributions, with_contributions
+    from pld_optim.artifact import render_instructions
+    from pld_optim.ollama import preflight_all
+    from pld_optim.pld import with_instructions
+
+    cfg = load_config(args.config)
+    out = Path(args.dir)
+    rules = RuleSet.load(out / "rules.json")
+    program = build_program(cfg.data)
+    task = resolve_task(program)
+    dev = load_split(cfg.data, "dev")
+    if not dev:
+        raise ValueError("ablate: the dev split is empty; set data.fractions")
+    preflight_all([cfg.student.model], {cfg.student.model: cfg.student.api_base})
+    _disk_cache(out / "cache")  # prompts the search already scored are cache hits
+    student = lm_from_config(cfg.student)
+
+    def score(texts: list[str]) -> float:
+        instructions = render_instructions(rules.base_instructions, texts, rules.label_field, rules.preamble)
+        candidate = with_instructions(program, rules.predictor, instructions)
+        with dspy.context(lm=student, adapter=LabelAdapter()):
+            outcomes = run_student(candidate, dev, task, num_threads=cfg.student.threads)
+        return score_outcomes(outcomes, task.labels).macro_f1
+
+    usage = UsageLog()
+    with usage.stage("contribution") as spent:
+        contributions = rule_contributions(rules, score)
+    with_contributions(rules, contributions).save(out / "rules.json")
+    for (rule_id, value), text in zip(contributions.items(), rules.active_rules()):
+        flag = "  <- the prompt scores higher without it" if value < 0 else ""
+        print(f"{value:+.4f}  {rule_id}: {text[:100]}{flag}")
+    print(f"wrote the contributions ({len(dev)} dev examples; {spent.lm_calls} student calls, {spent.cache_hits} "
+          f"from the cache, {spent.seconds:.0f} s) to {out / 'rules.json'}")
+    return 0
+
+
 def report_cmd(args) -> int:
     path = Path(args.dir) / "report.md"
     if not path.exists():
@@ -298,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="small: a few candidates/trials each (fits a 2-core machine); light: DSPy's auto='light'")
     k.add_argument("--dry-run", action="store_true")
     k.set_defaults(func=compare_cmd)
+
+    a = sub.add_parser("ablate", help="each active rule's dev macro F1 contribution (e.g. after editing rules.json)")
+    a.add_argument("config")
+    a.add_argument("dir")
+    a.set_defaults(func=ablate_cmd)
 
     r = sub.add_parser("report", help="print a compile's report.md")
     r.add_argument("dir")

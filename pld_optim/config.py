@@ -76,6 +76,8 @@ class PLDConfig(_Strict):
     n_successes: int = Field(20, ge=0)
     min_delta: float = Field(0.0, ge=0, description="refinement keeps a revision only if dev F1 rises by more")
     evaluate_baseline: bool = True
+    contribution: bool = Field(True, description="after compile, score the final prompt with each rule left out "
+                                                 "(one dev pass per active rule)")
 
 
 class RunConfig(_Strict):

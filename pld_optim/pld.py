@@ -12,6 +12,7 @@ import dspy
 from dspy.teleprompt import Teleprompter
 from pydantic import ValidationError
 
+from pld_optim.ablate import rule_contributions, with_contributions
 from pld_optim.adapter import LabelAdapter
 from pld_optim.artifact import RuleSet, Selection, render_instructions, texts_of
 from pld_optim.cluster import cluster_by_label, cluster_vectors, consolidate, make_embedder
@@ -115,6 +116,7 @@ class PLD(Teleprompter):
         adapter: dspy.Adapter | None = None,
         out_dir: str | Path | None = None,
         evaluate_baseline: bool = True,
+        contribution: bool = True,
         progress: bool = False,
         seed: int = 0,
     ):
@@ -142,6 +144,7 @@ class PLD(Teleprompter):
         self.adapter = adapter
         self.out_dir = out_dir
         self.evaluate_baseline = evaluate_baseline
+        self.contribution = contribution
         self.progress = progress
         self.seed = seed
 
@@ -156,6 +159,8 @@ class PLD(Teleprompter):
             "student: baseline": n_dev if self.evaluate_baseline else 0,
             "student: refine": n_dev + self.max_refine_iters * (refine_train + n_dev),
             "student: search": self._search_config().n_trials * n_dev + n_dev if self.search is not None else 0,
+            "student: contribution": (self.n_clusters or self.max_clusters) * (n_labels or 1) * n_dev
+            if self.contribution else 0,
         }
 
     def _search_config(self) -> SearchConfig:
@@ -223,7 +228,8 @@ class PLD(Teleprompter):
     def fingerprint(self, task: Task, train: list, dev: list, teacher: dspy.BaseLM, student) -> dict:
         """What an output folder's results depend on (pld_optim.run_folder): resuming requires the same."""
         # Every schema parameter changes results except whether the baseline is scored.
-        names = ["labels", "label_field", *(n for n in PLDConfig.model_fields if n != "evaluate_baseline")]
+        reporting_only = {"evaluate_baseline", "contribution"}
+        names = ["labels", "label_field", *(n for n in PLDConfig.model_fields if n not in reporting_only)]
         params = {name: getattr(self, name) for name in names}
         params["embedder"] = self.embedder if isinstance(self.embedder, str) else type(self.embedder).__name__
         if self.search is not None:
@@ -359,8 +365,13 @@ class PLD(Teleprompter):
                 best = dev_score(texts_of(pool, searched.best.selection))
             rules, selection = pool, searched.best.selection
 
-        return self._finish(student, task, adapter, out, ruleset_of(rules, selection, searched), mined, report,
-                            history, best, baseline)
+        final = ruleset_of(rules, selection, searched)
+        if self.contribution:
+            with usage.stage("contribution"):
+                final = with_contributions(final, rule_contributions(
+                    final, lambda texts: dev_score(texts).macro_f1, full=best.macro_f1))
+            final.usage = [*usage.stages, usage.total()]
+        return self._finish(student, task, adapter, out, final, mined, report, history, best, baseline)
 
     def _finish(self, student, task, adapter, out, ruleset, mined, report, history, best, baseline) -> dspy.Module:
         compiled = apply_rules(student, ruleset)

@@ -34,7 +34,12 @@ def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict |
     ids = [s.rule_id for s in rules.selection] if rules.selection else [r.id for r in rules.rules]
     for n, (rid, text) in enumerate(zip(ids, active), 1):
         r = by_id[rid]
-        lines.append(f"{n}. {text}  \n   _{rid}: from {r.cluster_size} mined rules; {r.origin}_")
+        worth = ""
+        if r.contribution is not None:
+            worth = f"; dev macro F1 {r.contribution:+.4f} from this rule"
+            if r.contribution < 0:
+                worth += " (**flagged: the prompt scores higher without it**)"
+        lines.append(f"{n}. {text}  \n   _{rid}: from {r.cluster_size} mined rules; {r.origin}{worth}_")
     if rules.refusals:
         lines += ["", f"## Refused by the quality gates ({len(rules.refusals)})", "",
                   "| stage | from | text | reason |", "|---|---|---|---|"]

@@ -27,9 +27,10 @@ class ScriptedEngine:
     """`respond(system, user)` gets the system text and the last user turn (earlier turns are demos); it returns
     a dict of output fields, or a raw string sent back as is."""
 
-    def __init__(self, respond: Callable[[str, str], dict | str]):
+    def __init__(self, respond: Callable[[str, str], dict | str], keep_requests: bool = True):
         self.respond = respond
         self.calls = 0
+        self.keep_requests = keep_requests  # tests inspect them; a long benchmark must not hold every one
         self.requests: list = []
         self._lock = threading.Lock()
 
@@ -39,7 +40,8 @@ class ScriptedEngine:
         user = [m.text for m in request.messages if m.role == "user"][-1]
         with self._lock:
             self.calls += 1
-            self.requests.append(request)
+            if self.keep_requests:
+                self.requests.append(request)
         answer = self.respond(system, user)
         text = answer if isinstance(answer, str) else chat_answer(answer)
         words = len((system + user).split())

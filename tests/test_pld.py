@@ -94,3 +94,55 @@ def test_python_and_yaml_share_one_parameter_schema(teacher, student, data):
     with pytest.raises(ValueError, match=r"min_delta=-0.1"):
         PLD(teacher=teacher, min_delta=-0.1).compile(dspy.Predict(Classify), trainset=train, valset=dev)
     assert teacher._engine_spec.calls == 0  # refused before any LM call
+
+
+def test_each_rule_gets_its_measured_contribution_and_a_harmful_rule_is_flagged(teacher, student, data, tmp_path):
+    from pld_optim.ablate import rule_contributions, with_contributions
+    from pld_optim.artifact import Rule
+    from pld_optim.report import render_report
+    from pld_optim.scoring import run_student, score_outcomes
+    from pld_optim.task import resolve_task
+
+    train, dev = data
+    pld = PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, max_refine_iters=0)
+    pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    rules = RuleSet.load(tmp_path / "rules.json")
+    worth = {r.label: r.contribution for r in rules.rules}
+    assert worth["gender"] > 0 and worth["religion"] > 0
+    assert worth["race"] == 0  # the scripted student answers race by default: that rule is redundant
+    contribution = next(u for u in rules.usage if u.stage == "contribution")
+    assert contribution.lm_calls == len(rules.rules) * len(dev)
+
+    # A reviewer adds a rule that steals religion items first: its contribution is negative and flagged.
+    rules.rules.insert(0, Rule(id="BAD", text="If the sentence mentions church, answer gender."))
+    task = resolve_task(dspy.Predict(Classify))
+
+    def score(texts):
+        kept = rules.model_copy(update={"rules": [r for r in rules.rules if r.text in texts]})
+        return score_outcomes(run_student(apply_rules(dspy.Predict(Classify), kept), dev, task), task.labels).macro_f1
+
+    values = rule_contributions(rules, score)
+    assert values["BAD"] < 0 and all(v >= 0 for k, v in values.items() if k != "BAD")
+    report = render_report(with_contributions(rules, values))
+    assert "flagged: the prompt scores higher without it" in report
+
+
+def test_cli_ablate_rescores_an_edited_rules_json_without_the_teacher(student, tmp_path, monkeypatch, capsys):
+    from pld_optim import cli
+    from pld_optim.artifact import Rule
+    from pld_optim.config import build_program, load_config
+    from pld_optim.pld import save_artifacts
+    from pld_optim.testing import rule_follower, scripted_lm
+
+    cfg = load_config("quickstart")
+    rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
+                    base_instructions=build_program(cfg.data).signature.instructions,
+                    rules=[Rule(id="G", text="If the sentence mentions mommy, answer gender."),
+                           Rule(id="X", text="If the sentence mentions mommy, answer religion.")])
+    save_artifacts(apply_rules(build_program(cfg.data), rules), rules, tmp_path)
+    lm = scripted_lm(rule_follower(default="race"), "student")
+    monkeypatch.setattr(cli, "lm_from_config", lambda *a, **k: lm)
+    assert cli.main(["ablate", "quickstart", str(tmp_path)]) == 0
+    saved = {r.id: r.contribution for r in RuleSet.load(tmp_path / "rules.json").rules}
+    assert saved["G"] > 0 and saved["X"] == 0  # X never fires: G answers every 'mommy' sentence first
+    assert "wrote the contributions" in capsys.readouterr().out

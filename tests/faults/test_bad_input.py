@@ -155,8 +155,8 @@ def test_loaders_accept_what_a_config_accepts():
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "pld_optim", "--help"], capture_output=True, text=True).stdout
-    for command in ("compile", "quickstart", "evaluate", "pick", "compare", "report"):
+    for command in ("compile", "quickstart", "evaluate", "ablate", "pick", "compare", "report"):
         assert command in out
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for command in ("compile", "quickstart", "evaluate", "pick", "compare", "report"):
+    for command in ("compile", "quickstart", "evaluate", "ablate", "pick", "compare", "report"):
         assert f"pld-optim {command} " in readme
