@@ -146,3 +146,23 @@ def test_cli_ablate_rescores_an_edited_rules_json_without_the_teacher(student, t
     saved = {r.id: r.contribution for r in RuleSet.load(tmp_path / "rules.json").rules}
     assert saved["G"] > 0 and saved["X"] == 0  # X never fires: G answers every 'mommy' sentence first
     assert "wrote the contributions" in capsys.readouterr().out
+
+
+@pytest.mark.real_model
+def test_compile_from_python_with_a_local_teacher_string(student, data):
+    """The whole path, not just the LM object: PLD(teacher="local/...").compile mines with the embedded model."""
+    pytest.importorskip("llama_cpp")
+    from pld_optim.models import as_lm, engine_of
+
+    train, dev = data
+    engine = engine_of(as_lm("local/smollm2-135m"))  # make_lm shares one engine per model file and settings
+    engine.last_prompt = None
+    pld = PLD(teacher="local/smollm2-135m", max_train_examples=2, n_clusters=1, max_refine_iters=0,
+              contribution=False)
+    try:
+        pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    except RuntimeError as exc:  # a 135M teacher may write no rule the gates accept; that is not this test
+        assert "usable rule" in str(exc)
+    else:
+        assert pld.usage_[0].by_model == {"local/smollm2-135m": 2}
+    assert engine.last_prompt and "You write labelling rules for a small model" in engine.last_prompt
