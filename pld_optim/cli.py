@@ -232,7 +232,7 @@ def compare_cmd(args) -> int:
                "budget": args.budget}
     markdown = render_markdown(rows, context)
     (out / "compare.md").write_text(markdown, encoding="utf-8")
-    render_html(rows, markdown, out / "compare.html")
+    render_html(rows, context, out / "compare.html")
     print(markdown)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.html'}")
     return 0

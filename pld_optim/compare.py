@@ -25,6 +25,7 @@ from sklearn.metrics import f1_score
 from pld_optim.adapter import LabelAdapter
 from pld_optim.artifact import StageUsage
 from pld_optim.pld import PLD
+from pld_optim.run_folder import atomic_write_text
 from pld_optim.scoring import Outcome, run_student, score_outcomes
 from pld_optim.task import Task, resolve_task
 from pld_optim.usage import UsageLog
@@ -296,27 +297,33 @@ def render_markdown(rows: list[dict], context: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(rows: list[dict], markdown: str, path: Path) -> None:
-    """A self-contained page: the four plots people ask for, then the tables."""
-    import html
-
+def render_html(rows: list[dict], context: dict, path: Path) -> None:
+    """A self-contained page (opens from disk, no server): HTML tables, then plots whose F1 axes run 0-1."""
+    import jinja2
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     names = [r["optimizer"] for r in rows]
     f1 = [r["macro_f1"] for r in rows]
-    fig = make_subplots(rows=2, cols=2, subplot_titles=(
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.14, subplot_titles=(
         "Test macro F1 (95% CI)", "F1 vs prompt tokens per call", "F1 vs student latency", "F1 vs compile cost"))
     fig.add_trace(go.Bar(x=names, y=f1, error_y={"type": "data", "symmetric": False,
                                                  "array": [r["ci"][1] - r["macro_f1"] for r in rows],
                                                  "arrayminus": [r["macro_f1"] - r["ci"][0] for r in rows]}),
                   row=1, col=1)
-    for col, row, key, title in ((2, 1, "prompt_tokens", "prompt tokens"), (1, 2, "latency_s", "s / example"),
+    for col, row, key, title in ((2, 1, "prompt_tokens", "prompt tokens per call"),
+                                 (1, 2, "latency_s", "student seconds per example"),
                                  (2, 2, "compile_tokens", "compile tokens")):
         fig.add_trace(go.Scatter(x=[r[key] for r in rows], y=f1, text=names, mode="markers+text",
-                                 textposition="top center"), row=row, col=col)
+                                 textposition="top center", cliponaxis=False), row=row, col=col)
         fig.update_xaxes(title_text=title, row=row, col=col)
-    fig.update_layout(height=800, showlegend=False, title_text="PLD against DSPy's optimizers")
-    body = fig.to_html(full_html=False, include_plotlyjs=True)
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>Optimizer comparison</title></head>"
-                    f"<body>{body}<pre>{html.escape(markdown)}</pre></body></html>", encoding="utf-8")
+    fig.update_yaxes(range=[0, 1.05], title_text="test macro F1")  # F1 lives in [0, 1]: never an auto range
+    fig.update_layout(height=760, showlegend=False, margin={"t": 40, "b": 40, "l": 60, "r": 20})
+    labels = list(rows[0]["per_class_f1"]) if rows else []
+    errors = [(r["optimizer"], " ".join(str(e).split())[:300]) for r in rows for e in r["errors"]]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pld_optim", "templates"), autoescape=True)
+    page = env.get_template("compare.html.j2").render(
+        rows=rows, context=context, labels=labels, errors=errors,
+        figure=fig.to_html(full_html=False, include_plotlyjs=True))
+    atomic_write_text(path, page)
+

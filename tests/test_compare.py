@@ -51,8 +51,13 @@ def test_compare_runs_optimizers_on_the_same_setup_and_resumes(tmp_path):
     assert next(r for r in rows if r["optimizer"] == "cot")["vs_zero_shot"].startswith("no difference")
     markdown = render_markdown(rows, {"seeds": [0]})
     assert "| pld |" in markdown
-    render_html(rows, markdown, tmp_path / "compare.html")
-    assert "plotly" in (tmp_path / "compare.html").read_text()[:5_000_000].lower()
+    render_html(rows, {"seeds": [0], "data": "<b>12</b> test"}, tmp_path / "compare.html")
+    page = (tmp_path / "compare.html").read_text()
+    text, plots = page.split("<h2>Plots</h2>")  # plotly's bundled JavaScript follows
+    assert "plotly" in plots.lower() and "<pre>" not in text and "|---|" not in text and "**" not in text
+    assert "<td>pld</td>" in text and "<th>gender</th>" in text  # tables are HTML tables
+    assert "&lt;b&gt;12&lt;/b&gt;" in text  # context values are escaped by the template
+    assert '"range":[0,1.05]' in plots and '"text":"test macro F1"' in plots  # F1 axes run 0-1, with a title
 
     # InferRules writes the shared signature class in place; the harness must have isolated it.
     assert Classify.instructions == "Classify the bias type of the sentence."
