@@ -89,11 +89,8 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         # Only the very first trial of an unseeded study lands here: start from the whole list as given
         # (refinement's order and canonical phrasings), the point PLD's search is meant to improve.
         kind, _, index = param_name.rpartition("_")
-        n = max(1, len(self._rules))
-        defaults = {"use": True, "rank": (int(index) + 0.5) / n, "variant": 0} if index.isdigit() else {}
-        if kind in defaults and param_distribution._contains(
-                param_distribution.to_internal_repr(defaults[kind])):
-            return defaults[kind]
+        if kind in ("use", "rank", "variant") and index.isdigit():
+            return {"use": True, "rank": (int(index) + 0.5) / max(1, len(self._rules)), "variant": 0}[kind]
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
     # -- the walk -------------------------------------------------------------------------------

@@ -177,9 +177,23 @@ def test_local_search_reaches_the_optimum_in_few_trials_and_resumes_from_its_inc
 
 
 def test_optuna_sampler_and_pruner_objects_are_used_as_given():
-    sampler = optuna.samplers.RandomSampler(seed=3)
-    engine, kwargs = harness(None, sampler=sampler, pruner=optuna.pruners.NopPruner(), n_trials=5)
+    class Counting(optuna.samplers.RandomSampler):
+        calls = 0
+
+        def sample_independent(self, *args, **kwargs):
+            Counting.calls += 1
+            return super().sample_independent(*args, **kwargs)
+
+    class NeverPrune(optuna.pruners.NopPruner):
+        asked = 0
+
+        def prune(self, study, trial):
+            NeverPrune.asked += 1
+            return False
+
+    engine, kwargs = harness(None, sampler=Counting(seed=3), pruner=NeverPrune(), n_trials=5)
     result = search_rules(RULES, **kwargs)
     assert result.n_trials == 5 and result.n_pruned == 0
+    assert Counting.calls > 0 and NeverPrune.asked > 0  # the objects were used, not replaced by the defaults
     with pytest.raises(ValueError, match="sampler"):
         SearchConfig(sampler="tp")
