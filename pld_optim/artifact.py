@@ -31,6 +31,7 @@ class MinedRule(_Model):
     rationale: str = ""
     rule: str = ""
     error: str | None = None
+    inputs: str = Field("", description="the example as the teacher saw it, so provenance reads without the data")
 
 
 class Refusal(_Model):
@@ -132,6 +133,10 @@ class RuleSet(_Model):
     system_prompt: str = ""
     baseline_dev_macro_f1: float | None = None
     dev_macro_f1: float | None = None
+    baseline_dev_confusion: list[list[int]] | None = Field(
+        None, description="dev confusion matrix without rules: rows gold (`labels` order), columns the labels, "
+                          "then answers outside them")
+    dev_confusion: list[list[int]] | None = Field(None, description="the same with the chosen rules")
     clustering: ClusterReport | None = None
     history: list[RefineIteration] = Field(default_factory=list)
     refusals: list[Refusal] = Field(default_factory=list, description="teacher texts the quality gates refused")

@@ -17,6 +17,7 @@ from pld_optim.config import RunConfig, build_program, load_config, load_split
 from pld_optim.models import lm_from_config
 from pld_optim.pld import PLD
 from pld_optim.report import render_report
+from pld_optim.review import write_review
 from pld_optim.run_folder import atomic_write_text, check_cache, check_writable, clear_run
 from pld_optim.scoring import run_student, score_outcomes
 from pld_optim.task import resolve_task
@@ -77,7 +78,8 @@ def compile_cmd(args) -> int:
                "train / dev examples": f"{len(train)} / {len(dev)}", "seed": seed,
                "wall time": f"{time.perf_counter() - start:.0f} s"}
     atomic_write_text(out / "report.md", render_report(rules, title=f"PLD compile: {cfg.name}", context=context))
-    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md"):
+    write_review(out, rules, context=context, title=f"PLD rule review: {cfg.name}")
+    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html"):
         print(f"wrote {out / name}")
     n_rules = len(rules.active_rules())
     baseline = rules.baseline_dev_macro_f1
@@ -187,7 +189,7 @@ def pick_cmd(args) -> int:
     save_artifacts(program, rules, out)
     chosen = next(c for c in rules.search.pareto if c.selection == rules.selection)
     print(f"picked {len(rules.selection)} rules, {chosen.prompt_tokens} prompt tokens, dev macro F1 "
-          f"{chosen.macro_f1:.4f}; rewrote {out / 'program.json'}, rules.json and system_prompt.txt")
+          f"{chosen.macro_f1:.4f}; rewrote {out / 'program.json'}, rules.json, system_prompt.txt and review.html")
     return 0
 
 
@@ -267,12 +269,14 @@ def ablate_cmd(args) -> int:
     usage = UsageLog()
     with usage.stage("contribution") as spent:
         contributions = rule_contributions(rules, score)
-    with_contributions(rules, contributions).save(out / "rules.json")
+    updated = with_contributions(rules, contributions)
+    updated.save(out / "rules.json")
+    write_review(out, updated)
     for (rule_id, value), text in zip(contributions.items(), rules.active_rules()):
         flag = "  <- the prompt scores higher without it" if value < 0 else ""
         print(f"{value:+.4f}  {rule_id}: {text[:100]}{flag}")
     print(f"wrote the contributions ({len(dev)} dev examples; {spent.lm_calls} student calls, {spent.cache_hits} "
-          f"from the cache, {spent.seconds:.0f} s) to {out / 'rules.json'}")
+          f"from the cache, {spent.seconds:.0f} s) to {out / 'rules.json'} and {out / 'review.html'}")
     return 0
 
 

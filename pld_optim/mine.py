@@ -87,19 +87,19 @@ def mine_rules(
     def mine_one(example: dspy.Example) -> MinedRule:
         eid = example_id(example, task.input_fields)
         gold = str(example[task.label_field])
+        shown = format_inputs(example, task.input_fields)
         try:
             with dspy.context(lm=teacher):
-                out = predictor(task=description, labels=labels, example=format_inputs(example, task.input_fields),
-                                gold_label=gold)
+                out = predictor(task=description, labels=labels, example=shown, gold_label=gold)
             rule = first_sentence(" ".join(str(out.rule or "").split()))
-            reason = gate.check(rule, [format_inputs(example, task.input_fields)]) if rule else None
+            reason = gate.check(rule, [shown]) if rule else None
             if rule and not reason and not mentions(rule, gold):
                 reason = f"does not name its example's label {gold!r}"
             error = f"{REFUSED}{reason}" if reason else (None if rule else "teacher returned no rule")
             mined = MinedRule(example_id=eid, gold=gold, rationale=str(out.rationale or "").strip(), rule=rule,
-                              error=error)
+                              error=error, inputs=shown)
         except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
-            mined = MinedRule(example_id=eid, gold=gold, error=f"{type(exc).__name__}: {exc}"[:500])
+            mined = MinedRule(example_id=eid, gold=gold, error=f"{type(exc).__name__}: {exc}"[:500], inputs=shown)
         if checkpoint is not None:
             with lock, checkpoint.open("a", encoding="utf-8") as fh:
                 fh.write(mined.model_dump_json() + "\n")

@@ -21,6 +21,7 @@ from pld_optim.gates import Gate, common_words
 from pld_optim.mine import mine_rules, refusals
 from pld_optim.models import as_lm, token_counter
 from pld_optim.refine import refine_rules
+from pld_optim.review import write_review
 from pld_optim.run_folder import FolderLock, atomic_write_text, check_writable, claim, data_digest
 from pld_optim.scoring import Score, run_student, score_outcomes
 from pld_optim.search import SearchConfig, check_storage, search_rules
@@ -275,6 +276,8 @@ class PLD(Teleprompter):
             mined = mine_rules(mine_set, task, teacher_lm, gate=gate, num_threads=self.num_threads,
                                checkpoint=out / "mined.jsonl" if out else None, progress=self.progress)
             st.failures = sum(m.error is not None for m in mined)
+        for m in mined:  # lines mined before MinedRule recorded its inputs
+            m.inputs = m.inputs or inputs.get(m.example_id, "")
         refused = refusals(mined)
         good = [m for m in mined if m.error is None]
         if len(good) < 2:
@@ -320,7 +323,8 @@ class PLD(Teleprompter):
                 predictor=task.predictor_name, label_field=task.label_field, labels=task.labels,
                 base_instructions=base, rules=rules, selection=selection, clustering=report, history=history,
                 refusals=refused, baseline_dev_macro_f1=baseline.macro_f1 if baseline else None,
-                dev_macro_f1=best.macro_f1, search=searched, usage=[*usage.stages, usage.total()], seed=self.seed)
+                dev_macro_f1=best.macro_f1, baseline_dev_confusion=baseline.confusion if baseline else None,
+                dev_confusion=best.confusion, search=searched, usage=[*usage.stages, usage.total()], seed=self.seed)
 
         selection, searched = None, None
         if self.search is not None:
@@ -401,3 +405,4 @@ def save_artifacts(program: dspy.Module, rules: RuleSet, out: Path) -> None:
     os.replace(tmp, out / "program.json")
     rules.save(out / "rules.json")
     atomic_write_text(out / "system_prompt.txt", rules.system_prompt + "\n")
+    write_review(out, rules)

@@ -23,8 +23,8 @@ FINGERPRINT = "fingerprint.json"
 LOCK = ".pld.lock"
 # What a compile writes: `--fresh` removes exactly these, never anything else in the folder.
 RUN_FILES = ("fingerprint.json", "mined.jsonl", "study.db", "cache", "program.json", "rules.json",
-             "system_prompt.txt", "report.md", "search_optimization_history.html", "search_param_importances.html",
-             "search_pareto_front.html")
+             "system_prompt.txt", "report.md", "review.html", "search_optimization_history.html",
+             "search_param_importances.html", "search_pareto_front.html")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -11,8 +11,8 @@ import logging
 import time
 
 import dspy
-from pydantic import BaseModel
-from sklearn.metrics import accuracy_score, f1_score
+from pydantic import BaseModel, Field
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from pld_optim.task import Task, example_id, normalize_label
 
@@ -40,6 +40,8 @@ class Score(BaseModel):
     n: int
     failures: int
     invalid: int
+    confusion: list[list[int]] = Field(
+        default_factory=list, description="rows: gold in label order; columns: the labels, then answers outside them")
 
 
 def score_outcomes(outcomes: list[Outcome], labels: list[str]) -> Score:
@@ -55,6 +57,7 @@ def score_outcomes(outcomes: list[Outcome], labels: list[str]) -> Score:
         n=len(outcomes),
         failures=sum(o.error is not None for o in outcomes),
         invalid=sum(o.error is None and o.pred not in labels for o in outcomes),
+        confusion=confusion_matrix(golds, preds, labels=[*labels, INVALID])[: len(labels)].tolist(),
     )
 
 
