@@ -21,6 +21,7 @@ from pld_optim.review import write_review
 from pld_optim.run_folder import atomic_write_text, check_cache, check_writable, clear_run
 from pld_optim.scoring import run_student, score_outcomes
 from pld_optim.task import resolve_task
+from pld_optim.tracking import Tracker
 from pld_optim.usage import UsageLog
 
 log = logging.getLogger("pld_optim")
@@ -55,6 +56,7 @@ def compile_cmd(args) -> int:
     # --dry-run).
     pld.check(program, train, dev)
     check_cache(out / "cache")
+    tracker = Tracker.from_config(cfg.tracking)  # MLflow missing for a configured `tracking:` fails here
     estimate = pld.estimate_calls(len(train), len(dev), len(resolve_task(program).labels))
     print(f"data: {len(train)} train, {len(dev)} dev | student {cfg.student.model} | teacher {cfg.teacher.model}")
     print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
@@ -81,6 +83,14 @@ def compile_cmd(args) -> int:
     write_review(out, rules, context=context, title=f"PLD rule review: {cfg.name}")
     for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html"):
         print(f"wrote {out / name}")
+    if tracker:
+        params = {"config": args.config, "seed": seed, "train_examples": len(train), "dev_examples": len(dev),
+                  "student": cfg.student.model_dump(), "teacher": cfg.teacher.model_dump(),
+                  "data": cfg.data.model_dump(), "pld": cfg.pld.model_dump(),
+                  "search": cfg.search.model_dump() if cfg.search else "none"}
+        run_id = tracker.log_compile(rules, out, run_name=cfg.name, params=params, program=compiled,
+                                     student_lm=lm_from_config(cfg.student))
+        print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
     n_rules = len(rules.active_rules())
     baseline = rules.baseline_dev_macro_f1
     print(f"dev  macro F1: zero-shot {'n/a' if baseline is None else f'{baseline:.3f}'} | PLD {rules.dev_macro_f1:.3f} "
@@ -213,6 +223,7 @@ def compare_cmd(args) -> int:
         raise ValueError("the test split is empty; set data.fractions or data.test_limit")
     print(f"compare {optimizers} x seeds {seeds} | {len(train)} train, {len(dev)} dev, {len(test)} test | "
           f"student {cfg.student.model} | teacher {cfg.teacher.model} | budget {args.budget}")
+    tracker = Tracker.from_config(cfg.tracking)
     if args.dry_run:
         return 0
     from pld_optim.ollama import preflight_all
@@ -237,6 +248,9 @@ def compare_cmd(args) -> int:
     render_html(rows, context, out / "compare.html")
     print(markdown)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.html'}")
+    if tracker:
+        run_id = tracker.log_compare(rows, context, out, run_name=f"compare: {cfg.name}")
+        print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
     return 0
 
 

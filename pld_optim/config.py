@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pld_optim import data as D
 from pld_optim.search import SearchConfig
+from pld_optim.tracking import TrackingConfig
 
 
 class _Strict(BaseModel):
@@ -87,6 +88,8 @@ class RunConfig(_Strict):
     teacher: ModelConfig
     pld: PLDConfig = PLDConfig()
     search: SearchConfig | None = Field(None, description="omit to skip the Optuna search stage")
+    tracking: TrackingConfig | None = Field(None, description="MLflow tracking (the [mlflow] extra); "
+                                                              "MLFLOW_TRACKING_URI also turns it on")
     seed: int = 0
 
 

@@ -223,6 +223,13 @@ class LlamaCppEngine:
     def load_state(cls, state: dict) -> LlamaCppEngine:
         return cls(**state)
 
+    def __getstate__(self) -> dict:
+        # Pickled (e.g. by MLflow's DSPy flavour) as its settings; the model loads again on first use.
+        return self.dump_state()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
     @property
     def llama(self):
         if self._llama is None:

@@ -34,6 +34,12 @@ class ScriptedEngine:
         self.requests: list = []
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        return {"respond": self.respond, "keep_requests": self.keep_requests}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
     def complete(self, request):
         system = request.system if isinstance(request.system, str) else ""
         # The last user turn is the input to answer; earlier ones are demos (mining's worked examples).
