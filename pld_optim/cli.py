@@ -76,8 +76,7 @@ def compile_cmd(args) -> int:
     with dspy.context(lm=lm_from_config(cfg.student), track_usage=True):
         compiled = pld.compile(program, trainset=train, valset=dev)
     rules = compiled.pld_rules
-    context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
-               "train / dev examples": f"{len(train)} / {len(dev)}", "seed": seed,
+    context = {**_run_context(cfg, args.config, seed), "train / dev examples": f"{len(train)} / {len(dev)}",
                "wall time": f"{time.perf_counter() - start:.0f} s"}
     atomic_write_text(out / "report.md", render_report(rules, title=f"PLD compile: {cfg.name}", context=context))
     write_review(out, rules, context=context, title=f"PLD rule review: {cfg.name}")
@@ -106,6 +105,12 @@ def compile_cmd(args) -> int:
         print(f"test macro F1: zero-shot {scores[0].macro_f1:.3f} | PLD {scores[1].macro_f1:.3f} "
               f"({n_rules} rules, {len(test)} examples)")
     return 0
+
+
+def _run_context(cfg: RunConfig, config: str, seed: int | None = None) -> dict:
+    """The header of report.md and review.html; pick and ablate rewrite review.html with it too."""
+    return {"config": config, "student": cfg.student.model, "teacher": cfg.teacher.model,
+            "seed": cfg.seed if seed is None else seed}
 
 
 def _positive(text: str) -> int:
@@ -197,6 +202,8 @@ def pick_cmd(args) -> int:
     program = apply_rules(build_program(cfg.data), rules)
     rules.system_prompt = LabelAdapter().format_system_message(program.predictors()[0].signature)
     save_artifacts(program, rules, out)
+    write_review(out, rules, context=_run_context(cfg, args.config, rules.seed),
+                 title=f"PLD rule review: {cfg.name}")
     chosen = next(c for c in rules.search.pareto if c.selection == rules.selection)
     print(f"picked {len(rules.selection)} rules, {chosen.prompt_tokens} prompt tokens, dev macro F1 "
           f"{chosen.macro_f1:.4f}; rewrote {out / 'program.json'}, rules.json, system_prompt.txt and review.html")
@@ -285,7 +292,8 @@ def ablate_cmd(args) -> int:
         contributions = rule_contributions(rules, score)
     updated = with_contributions(rules, contributions)
     updated.save(out / "rules.json")
-    write_review(out, updated)
+    write_review(out, updated, context=_run_context(cfg, args.config, rules.seed),
+                 title=f"PLD rule review: {cfg.name}")
     for (rule_id, value), text in zip(contributions.items(), rules.active_rules()):
         flag = "  <- the prompt scores higher without it" if value < 0 else ""
         print(f"{value:+.4f}  {rule_id}: {text[:100]}{flag}")

@@ -74,3 +74,21 @@ def test_one_engine_per_model_and_context_overflow_is_clear(gemma):
         # "ContextWindowExceededError" in the text is what InferRules looks for before retrying with fewer examples.
         with pytest.raises(Exception, match="ContextWindowExceededError: prompt of .* does not fit n_ctx=2048"):
             dspy.Predict(Classify)(sentence="word " * 3000)
+
+
+def test_a_pickled_lm_carries_its_engine_settings_and_reloads_the_model(gemma):
+    """MLflow's DSPy flavour pickles the program with dspy.settings (the student LM included): the engine
+    pickles as its settings, not its llama.cpp handle, and loads the GGUF again when first used."""
+    import cloudpickle
+
+    from pld_optim.models import engine_of
+
+    program = _with_rules()
+    with dspy.context(lm=gemma, adapter=LabelAdapter()):
+        before = program(sentence="They met at the zqxvtemple.").label
+    copy = cloudpickle.loads(cloudpickle.dumps(gemma))
+    engine = engine_of(copy)
+    assert engine is not engine_of(gemma) and engine.dump_state() == engine_of(gemma).dump_state()
+    assert engine._llama is None  # nothing of the loaded model travelled
+    with dspy.context(lm=copy, adapter=LabelAdapter()):
+        assert program(sentence="They met at the zqxvtemple.").label == before

@@ -146,6 +146,8 @@ def test_cli_ablate_rescores_an_edited_rules_json_without_the_teacher(student, t
     saved = {r.id: r.contribution for r in RuleSet.load(tmp_path / "rules.json").rules}
     assert saved["G"] > 0 and saved["X"] == 0  # X never fires: G answers every 'mommy' sentence first
     assert "wrote the contributions" in capsys.readouterr().out
+    page = (tmp_path / "review.html").read_text()  # the review page shows the new figures, under the run's header
+    assert f"contribution {saved['G']:+.3f}" in page and "<dt>config</dt><dd>quickstart</dd>" in page
 
 
 @pytest.mark.real_model
