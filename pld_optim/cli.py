@@ -57,6 +57,8 @@ def compile_cmd(args) -> int:
     pld.check(program, train, dev)
     check_cache(out / "cache")
     tracker = Tracker.from_config(cfg.tracking)  # MLflow missing for a configured `tracking:` fails here
+    if tracker:
+        tracker.check()
     estimate = pld.estimate_calls(len(train), len(dev), len(resolve_task(program).labels))
     print(f"data: {len(train)} train, {len(dev)} dev | student {cfg.student.model} | teacher {cfg.teacher.model}")
     print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
@@ -231,6 +233,8 @@ def compare_cmd(args) -> int:
     print(f"compare {optimizers} x seeds {seeds} | {len(train)} train, {len(dev)} dev, {len(test)} test | "
           f"student {cfg.student.model} | teacher {cfg.teacher.model} | budget {args.budget}")
     tracker = Tracker.from_config(cfg.tracking)
+    if tracker:
+        tracker.check()
     if args.dry_run:
         return 0
     from pld_optim.ollama import preflight_all

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ class Tracker:
         cfg = cfg or TrackingConfig()
         return cls(uri, cfg.experiment, cfg.log_model)
 
+    def check(self) -> None:
+        """Reach the store before any LM call: a dead tracking server is found now, not after the compile."""
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+        try:
+            self._client().search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the same error to the user
+            raise ValueError(f"tracking: cannot reach the MLflow store {self.uri} ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}); start the server, fix tracking.uri / MLFLOW_TRACKING_URI, "
+                             "or remove them to run without tracking") from None
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
     def _client(self):
         from mlflow import MlflowClient
 
@@ -96,6 +114,22 @@ class Tracker:
                     program=None, student_lm=None) -> str:
         client = self._client()
         run_id = self._run(client, run_name)
+        with self._failing(client, run_id):
+            self._log_compile(client, run_id, rules, out, params, program, student_lm)
+        return run_id
+
+    @contextmanager
+    def _failing(self, client, run_id: str):
+        """A run that fails mid-logging is marked FAILED (not left RUNNING) and the error names the store."""
+        try:
+            yield
+        except Exception as exc:
+            client.set_terminated(run_id, status="FAILED")
+            raise RuntimeError(f"MLflow: logging run {run_id} to {self.uri} failed ({type(exc).__name__}: "
+                               f"{str(exc)[:300]}); the output folder is complete") from exc
+        client.set_terminated(run_id)
+
+    def _log_compile(self, client, run_id, rules, out, params, program, student_lm) -> None:
         steps = [("refine.dev_macro_f1", h.dev_macro_f1, step) for step, h in enumerate(rules.history)]
         if rules.search:
             steps += [("search.trial_dev_macro_f1", f1, trial) for trial, f1, _ in rules.search.history
@@ -107,8 +141,6 @@ class Tracker:
                 client.log_artifact(run_id, str(out / name))
         if self.log_model and program is not None:
             client.set_tag(run_id, "pld.dspy_flavour", self._log_program(run_id, program, student_lm))
-        client.set_terminated(run_id)
-        return run_id
 
     def _log_program(self, run_id: str, program, student_lm) -> str:
         """MLflow's DSPy flavour pickles the program with dspy.settings, so the student LM goes with it (an
@@ -135,16 +167,17 @@ class Tracker:
     def log_compare(self, rows: list[dict], context: dict, out: Path, *, run_name: str) -> str:
         client = self._client()
         parent = self._run(client, run_name)
-        self._log(client, parent, context)
-        for name in ("compare.md", "compare.html"):
-            if (out / name).exists():
-                client.log_artifact(parent, str(out / name))
-        for row in rows:
-            child = self._run(client, row["optimizer"], parent=parent)
-            self._log(client, child, {"optimizer": row["optimizer"], "seeds": row["seeds"]}, compare_metrics(row),
-                      tags={"error": str(row["errors"][0])[:500]} if row["errors"] else None)
-            client.set_terminated(child)
-        client.set_terminated(parent)
+        with self._failing(client, parent):
+            self._log(client, parent, context)
+            for name in ("compare.md", "compare.html"):
+                if (out / name).exists():
+                    client.log_artifact(parent, str(out / name))
+            for row in rows:
+                child = self._run(client, row["optimizer"], parent=parent)
+                with self._failing(client, child):
+                    self._log(client, child, {"optimizer": row["optimizer"], "seeds": row["seeds"]},
+                              compare_metrics(row),
+                              tags={"error": str(row["errors"][0])[:500]} if row["errors"] else None)
         return parent
 
 

@@ -138,3 +138,15 @@ def test_a_compile_without_tracking_does_not_import_mlflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_an_unreachable_store_is_refused_before_any_lm_call(tmp_path, monkeypatch, capsys):
+    from pld_optim import cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    never = scripted_lm(lambda system, user: pytest.fail("an LM was called"))
+    monkeypatch.setattr(cli, "lm_from_config", lambda *a, **k: never)
+    assert cli.main(["compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the MLflow store http://127.0.0.1:9" in err
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the check's own settings are put back
