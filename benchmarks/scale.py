@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import logging
-import re
 import resource
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import dspy
 import optuna
 
 from pld_optim import PLD
-from pld_optim.testing import ScriptedEngine, field_value
+from pld_optim.testing import ScriptedEngine, cue_teacher, rule_follower
 from pld_optim.usage import UsageLog
 
 LABELS = ("gender", "profession", "race", "religion")
@@ -50,30 +49,9 @@ class Classify(dspy.Signature):
     label: Literal[LABELS] = dspy.OutputField()
 
 
-def teacher(system: str, user: str):
-    if "You write labelling rules for a small model" in system:
-        gold = field_value(user, "gold_label")
-        cue = next(c for c in CUES[gold] if f" {c} " in field_value(user, "example"))
-        return {"rationale": f"The word '{cue}' signals {gold}.",
-                "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
-    if "Merge labelling rules that all lead" in system:
-        rules = json.loads(field_value(user, "rules"))
-        cues = sorted({r.split("such as ")[1].split(",")[0] for r in rules})
-        label = field_value(user, "label")
-        text = f"If the sentence mentions {' or '.join(cues)}, answer {label}."
-        short = f"If the sentence mentions {' or '.join(cues[:3])}, answer {label}."
-        return {"instruction": text, "phrasings": [short]}
-    if "A small model labels examples" in system:
-        return {"revised_rules": json.loads(field_value(user, "rules"))}
-    raise AssertionError(system[:200])
-
-
-def student(system: str, user: str):
-    sentence = f" {field_value(user, 'sentence')} "
-    for m in re.finditer(r"^\s*\d+\. If the sentence mentions (.+?), answer (\w+)\.$", system, re.M):
-        if any(f" {c} " in sentence for c in m.group(1).split(" or ")):
-            return {"label": m.group(2)}
-    return {"label": "race"}
+teacher = cue_teacher(CUES, phrasing=lambda cues, label: f"If the sentence mentions {' or '.join(cues[:3])}, "
+                                                           f"answer {label}.")
+student = rule_follower(default="race")
 
 
 class TimedEngine(ScriptedEngine):

@@ -70,8 +70,7 @@ def review_data(rules: RuleSet, mined: list[MinedRule] | None = None) -> dict:
                        "flagged": r.contribution is not None and r.contribution < 0})
     used = {rid for rid, _ in ordered}
     unused = [{"rule": r, "stage": stage_of(r)} for r in rules.rules if r.id not in used]
-    return {"rules": rules, "active": active, "unused": unused,
-            "columns": [*rules.labels, "answer outside the labels"]}
+    return {"rules": rules, "active": active, "unused": unused}
 
 
 def _figures(rules: RuleSet, active: list[dict]) -> dict[str, str]:

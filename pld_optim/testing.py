@@ -84,3 +84,32 @@ def rule_follower(default: str, field: str = "sentence") -> Callable[[str, str],
         return {"label": default}
 
     return respond
+
+
+def cue_teacher(cues: dict[str, list[str]], phrasing: Callable[[list[str], str], str] | None = None,
+                ) -> Callable[[str, str], dict]:
+    """A teacher for a task whose truth is one cue word per example (`cues`: label -> its words): it mines
+    "If the sentence mentions a L cue such as C, answer L.", merges a cluster into "If the sentence mentions
+    C1 or C2, answer L." (a rule `rule_follower` applies) plus one `phrasing(cues, label)`, and hands
+    refinement its list back."""
+    phrasing = phrasing or (lambda cues, label: f"Sentences with {' or '.join(cues)} are {label}.")
+
+    def respond(system: str, user: str) -> dict:
+        if "You write labelling rules for a small model" in system:
+            gold = field_value(user, "gold_label")
+            example = f" {field_value(user, 'example')} "
+            cue = next(c for c in cues[gold] if f" {c} " in example)
+            return {"rationale": f"The word '{cue}' signals {gold}.",
+                    "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
+        if "Merge labelling rules that all lead" in system:
+            rules = json.loads(field_value(user, "rules"))  # the adapter renders list inputs as JSON
+            found = sorted({r.split("such as ")[1].split(",")[0] for r in rules})
+            answers = [r.split("answer ")[1].rstrip(".") for r in rules]
+            label = max(set(answers), key=answers.count)
+            return {"instruction": f"If the sentence mentions {' or '.join(found)}, answer {label}.",
+                    "phrasings": [phrasing(found, label)]}
+        if "A small model labels examples" in system:
+            return {"revised_rules": json.loads(field_value(user, "rules"))}
+        raise AssertionError("unexpected teacher prompt: " + system[:200])
+
+    return respond

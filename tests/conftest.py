@@ -1,12 +1,10 @@
-import json
 import os
-import re
 from typing import Literal
 
 import dspy
 import pytest
 
-from pld_optim.testing import scripted_lm
+from pld_optim.testing import cue_teacher, rule_follower, scripted_lm
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -33,37 +31,8 @@ def make_examples(n: int, offset: int = 0) -> list[dspy.Example]:
     return out
 
 
-def field(user: str, name: str) -> str:
-    m = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\nRespond|\Z)", user, re.S)
-    return m.group(1).strip() if m else ""
-
-
-def teacher_respond(system: str, user: str):
-    if "You write labelling rules for a small model" in system:
-        gold = field(user, "gold_label")
-        cue = next(c for c in CUES[gold] if f" {c} " in field(user, "example"))
-        return {"rationale": f"The word '{cue}' signals {gold}.",
-                "rule": f"If the sentence mentions a {gold} cue such as {cue}, answer {gold}."}
-    if "Merge labelling rules that all lead" in system:
-        rules = json.loads(field(user, "rules"))  # the adapter renders list inputs as JSON
-        cues = sorted({r.split("such as ")[1].split(",")[0] for r in rules})
-        answers = [r.split("answer ")[1].rstrip(".") for r in rules]
-        label = max(set(answers), key=answers.count)
-        text = f"If the sentence mentions {' or '.join(cues)}, answer {label}."
-        return {"instruction": text, "phrasings": [f"Sentences with {' or '.join(cues)} are {label}."]}
-    if "A small model labels examples" in system:
-        rules = json.loads(field(user, "rules"))
-        return {"revised_rules": rules}
-    raise AssertionError("unexpected teacher prompt: " + system[:200])
-
-
-def student_respond(system: str, user: str):
-    sentence = field(user, "sentence")
-    for m in re.finditer(r"^\s*\d+\. If the sentence mentions (.+?), answer (\w+)\.$", system, re.M):
-        cues = m.group(1).split(" or ")
-        if any(f" {c} " in sentence for c in cues):
-            return {"label": m.group(2)}
-    return {"label": "race"}
+teacher_respond = cue_teacher(CUES)
+student_respond = rule_follower(default="race")
 
 
 @pytest.fixture
