@@ -74,7 +74,7 @@ def mine_rules(
     progress: bool = False,
 ) -> list[MinedRule]:
     """One rule per example; a rule a gate refuses is kept with `error` set to "refused: <reason>"."""
-    done = _read_checkpoint(checkpoint)
+    done = read_mined(checkpoint)
     todo = [ex for ex in examples if example_id(ex, task.input_fields) not in done]
     if done:
         logger.info("mine: resuming, %d of %d examples already mined", len(examples) - len(todo), len(examples))
@@ -117,8 +117,9 @@ def mine_rules(
     return results
 
 
-def _read_checkpoint(path: Path | None) -> dict[str, MinedRule]:
-    """Successful rules only: a failed example is tried again on resume."""
+def read_mined(path: Path | None) -> dict[str, MinedRule]:
+    """mined.jsonl's successful rules by example id: a failed example is tried again on resume, and only
+    a rule that was kept can support a rule on the review page."""
     if path is None or not path.exists():
         return {}
     done = {}

@@ -276,8 +276,6 @@ class PLD(Teleprompter):
             mined = mine_rules(mine_set, task, teacher_lm, gate=gate, num_threads=self.num_threads,
                                checkpoint=out / "mined.jsonl" if out else None, progress=self.progress)
             st.failures = sum(m.error is not None for m in mined)
-        for m in mined:  # lines mined before MinedRule recorded its inputs
-            m.inputs = m.inputs or inputs.get(m.example_id, "")
         refused = refusals(mined)
         good = [m for m in mined if m.error is None]
         if len(good) < 2:

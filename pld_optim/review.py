@@ -10,28 +10,14 @@ teacher text is escaped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pld_optim.artifact import MinedRule, Rule, RuleSet
+from pld_optim.mine import read_mined
 from pld_optim.run_folder import atomic_write_text
 from pld_optim.scoring import INVALID
 
 MAX_EXAMPLES = 5  # supporting examples shown per rule; the count says how many there are
-
-
-def read_mined(path: Path) -> list[MinedRule]:
-    """mined.jsonl as the mining stage wrote it; damaged lines (an interrupted write) are skipped, as mining
-    itself skips them on resume."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(MinedRule.model_validate(json.loads(line)))
-        except ValueError:
-            continue
-    return out
 
 
 def stage_of(rule: Rule) -> str:
@@ -148,5 +134,5 @@ def render_review(rules: RuleSet, path: Path, *, mined: list[MinedRule] | None =
 def write_review(out: Path, rules: RuleSet, context: dict | None = None, title: str = "PLD rule review") -> Path:
     """DIR/review.html from the folder's own mined.jsonl: compile, pick and ablate all rewrite it this way."""
     path = out / "review.html"
-    render_review(rules, path, mined=read_mined(out / "mined.jsonl"), context=context, title=title)
+    render_review(rules, path, mined=list(read_mined(out / "mined.jsonl").values()), context=context, title=title)
     return path

@@ -73,10 +73,10 @@ def compiled_folder(teacher, student, data, tmp_path):
 
 
 def test_review_data_links_each_rule_to_its_evidence(compiled_folder):
-    from pld_optim.review import read_mined
+    from pld_optim.mine import read_mined
 
     rules = RuleSet.load(compiled_folder / "rules.json")
-    data = review_data(rules, read_mined(compiled_folder / "mined.jsonl"))
+    data = review_data(rules, list(read_mined(compiled_folder / "mined.jsonl").values()))
     assert [a["text"] for a in data["active"]] == rules.active_rules()
     for a in data["active"]:
         assert a["rule"].contribution is not None
@@ -104,9 +104,9 @@ def test_review_page_renders_every_rule_in_headless_chromium(compiled_folder, tm
     assert dom.count('class="main-svg"') >= 3  # plotly drew the confusion matrices, contributions and front
     assert "Pareto front" in dom and "Refused by the quality gates" in dom
     # Provenance: the supporting examples' teacher rationales are on the page, under their rule.
-    from pld_optim.review import read_mined
+    from pld_optim.mine import read_mined
 
-    for a in review_data(rules, read_mined(compiled_folder / "mined.jsonl"))["active"]:
+    for a in review_data(rules, list(read_mined(compiled_folder / "mined.jsonl").values()))["active"]:
         section = dom.split(f'id="{a["rule"].id}"')[1].split('class="rule')[0]
         assert all(e["rationale"] in section for e in a["evidence"])
 
