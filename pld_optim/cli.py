@@ -203,9 +203,8 @@ def pick_cmd(args) -> int:
     rules = RuleSet.load(out / "rules.json").pick(args.max_tokens)
     program = apply_rules(build_program(cfg.data), rules)
     rules.system_prompt = LabelAdapter().format_system_message(program.predictors()[0].signature)
-    save_artifacts(program, rules, out)
-    write_review(out, rules, context=_run_context(cfg, args.config, rules.seed),
-                 title=f"PLD rule review: {cfg.name}")
+    save_artifacts(program, rules, out, context=_run_context(cfg, args.config, rules.seed),
+                   title=f"PLD rule review: {cfg.name}")
     chosen = next(c for c in rules.search.pareto if c.selection == rules.selection)
     print(f"picked {len(rules.selection)} rules, {chosen.prompt_tokens} prompt tokens, dev macro F1 "
           f"{chosen.macro_f1:.4f}; rewrote {out / 'program.json'}, rules.json, system_prompt.txt and review.html")

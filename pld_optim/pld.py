@@ -395,7 +395,8 @@ class PLD(Teleprompter):
         return compiled
 
 
-def save_artifacts(program: dspy.Module, rules: RuleSet, out: Path) -> None:
+def save_artifacts(program: dspy.Module, rules: RuleSet, out: Path, *, context: dict | None = None,
+                   title: str = "PLD rule review") -> None:
     """Each file is written beside its target and moved into place: an interruption keeps the old one."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".program.{os.getpid()}.tmp.json"  # dspy picks the format from the suffix
@@ -403,4 +404,4 @@ def save_artifacts(program: dspy.Module, rules: RuleSet, out: Path) -> None:
     os.replace(tmp, out / "program.json")
     rules.save(out / "rules.json")
     atomic_write_text(out / "system_prompt.txt", rules.system_prompt + "\n")
-    write_review(out, rules)
+    write_review(out, rules, context=context, title=title)
