@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,39 @@ def chat_grammar(schema: dict) -> tuple[str, str, str]:
     return prefix, "root ::= " + " ".join(body) + "\n" + "\n".join(rules), "\n\n[[ ## completed ## ]]"
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextmanager
+def _without_amx_buffers():
+    """On CPUs with AMX, a native llama-cpp-python build (0.3.36 seen) puts the weights in its AMX buffer
+    type, whose matmul segfaults on the first decode (seen on a 2-core Sapphire Rapids VM). Loading the model
+    with `use_extra_bufts=False` keeps the weights in the ordinary CPU buffers; llama-cpp-python has no
+    argument for it, so its default model parameters are patched for the one load."""
+    if not _cpu_has_amx():
+        yield
+        return
+    import llama_cpp.llama as high_level
+
+    low_level = high_level.llama_cpp
+    original = low_level.llama_model_default_params
+
+    def without_extra_buffers():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low_level.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = original
+
+
 class LlamaCppEngine:
     """In-process llama.cpp as a DSPy custom engine; one lock around the model (it is not thread-safe).
 
@@ -241,8 +275,9 @@ class LlamaCppEngine:
             path = resolve_gguf(self.model)
             # llama-cpp-python generates on half the cores by default; a teacher's long answers are
             # generation-bound, so use them all (the engine runs one call at a time under its lock).
-            self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads or os.cpu_count(),
-                                seed=self.seed, verbose=False)
+            with _without_amx_buffers():
+                self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx,
+                                    n_threads=self.n_threads or os.cpu_count(), seed=self.seed, verbose=False)
             # Free the model before interpreter teardown: llama-cpp-python's __del__ at exit raises
             # "'NoneType' object is not callable" once its modules are gone.
             atexit.register(self.close)
@@ -276,6 +311,39 @@ class LlamaCppEngine:
             self.llama  # noqa: B018 - loading the model resolves template="auto" from its metadata
         return TEMPLATES[self.template][0](system or "", turns)
 
+    def _choose_label(self, tokens: list[int], labels: list[str]) -> tuple[str, int] | None:
+        """Greedy decoding restricted to the labels, without the sampler: one forward pass over what the
+        previous call did not share (the rule-bearing prefix stays in the KV cache), then the label whose
+        first token scores highest; labels that share first tokens are told apart one pass per shared
+        token. Returns None (use the grammar) when one label's tokens begin another's."""
+        import numpy as np
+        from llama_cpp import llama_cpp as low
+
+        llama = self.llama
+        options = {label: llama.tokenize(label.encode(), add_bos=False, special=False) for label in labels}
+        sequences = list(options.values())
+        if any(a != b and a == b[:len(a)] for a in sequences for b in sequences) or not all(sequences):
+            return None
+        if len(tokens) >= self.n_ctx - max(map(len, sequences)):
+            return None  # the grammar path raises the context error
+        shared = 0
+        limit = min(llama.n_tokens, len(tokens) - 1)
+        cached = llama.input_ids
+        while shared < limit and cached[shared] == tokens[shared]:
+            shared += 1
+        llama.n_tokens = shared
+        llama.eval(tokens[shared:])
+        remaining, depth = list(options), 0
+        while len(remaining) > 1:
+            logits = np.ctypeslib.as_array(low.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),))
+            best = max(remaining, key=lambda label: logits[options[label][depth]])
+            token = options[best][depth]
+            remaining = [label for label in remaining if options[label][depth] == token]
+            depth += 1
+            if len(remaining) > 1:
+                llama.eval([token])
+        return remaining[0], len(options[remaining[0]])
+
     def complete(self, request) -> Response:
         from llama_cpp import LlamaGrammar
 
@@ -291,6 +359,17 @@ class LlamaCppEngine:
                 name = fmt.get("name") or fmt.get("json_schema", {}).get("name")
                 if name == CHAT_FORMAT_SCHEMA:
                     prefix, text, suffix = chat_grammar(schema)
+                    fields = list(schema["properties"].values())
+                    if len(fields) == 1 and "enum" in fields[0] and not (cfg.temperature or 0.0):
+                        label_tokens = tokens + self.llama.tokenize(prefix.encode(), add_bos=False, special=False)
+                        chosen = self._choose_label(label_tokens, [str(v) for v in fields[0]["enum"]])
+                        if chosen is not None:
+                            label, n_out = chosen
+                            return Response(
+                                id=None, model=request.model,
+                                message=Message.assistant([TextPart(prefix + label + suffix)]), finish_reason="stop",
+                                usage=Usage(input_tokens=len(label_tokens), output_tokens=n_out,
+                                            total_tokens=len(label_tokens) + n_out))
                     if all("enum" in p for p in schema["properties"].values()):
                         penalty = 1.0  # a bare label: labels named in the prompt must not be penalised
                     grammar = LlamaGrammar.from_string(text, verbose=False)
