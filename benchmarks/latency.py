@@ -20,10 +20,11 @@ from pathlib import Path
 
 import dspy
 
-from pld_optim.adapter import LabelAdapter
-from pld_optim.artifact import RuleSet, render_instructions
-from pld_optim.config import build_program, load_config, load_split
-from pld_optim.models import engine_of, make_lm
+from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.lm.adapter import LabelAdapter
+from pld_optim.lm.factory import engine_of, make_lm
+from pld_optim.program import apply_rules
+from pld_optim.rules import RuleSet, render_instructions
 
 
 def synthetic_rules(n: int = 25) -> list[str]:
@@ -61,13 +62,18 @@ def main() -> None:
     cfg = load_config("quickstart")
     examples = load_split(cfg.data, "test")[: args.n]
     base = build_program(cfg.data)
-    rules = RuleSet.load(args.rules).active_rules() if args.rules else synthetic_rules()
-    sig = base.signature.with_instructions(render_instructions(base.signature.instructions, rules, "label"))
+    if args.rules:  # the compiled prompt as it ships: its rules and any worked examples the search chose
+        ruleset = RuleSet.load(args.rules)
+        pld, rules = apply_rules(base, ruleset), ruleset.active_rules()
+    else:
+        rules = synthetic_rules()
+        pld = dspy.Predict(base.signature.with_instructions(
+            render_instructions(base.signature.instructions, rules, "label")))
     lm = make_lm(args.model, max_tokens=args.cot_max_tokens, cache=False)
     engine = engine_of(lm)
-    prompt_tokens = engine.count_tokens(LabelAdapter().format_system_message(sig)) if engine else 0
+    prompt_tokens = engine.count_tokens(LabelAdapter().format_system_message(pld.signature)) if engine else 0
     cot = dspy.ChainOfThought(base.signature)
-    modes = {"zero-shot": (base, None), "PLD prompt": (dspy.Predict(sig), None),
+    modes = {"zero-shot": (base, None), "PLD prompt": (pld, None),
              # CoT under the label grammar: its rationale is bounded to one line of at most ~400 characters.
              "ChainOfThought": (cot, None),
              # CoT as a user would run it: free text until it answers or hits the token cap.

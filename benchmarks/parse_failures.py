@@ -15,11 +15,11 @@ import logging
 
 import dspy
 
-from pld_optim.adapter import LabelAdapter
-from pld_optim.config import DataConfig, build_program, load_split
-from pld_optim.models import make_lm
-from pld_optim.scoring import run_student, score_outcomes
-from pld_optim.task import resolve_task
+from pld_optim.cli.config import DataConfig, build_program, load_split
+from pld_optim.evaluation.scoring import run_student, score_outcomes
+from pld_optim.evaluation.task import resolve_task
+from pld_optim.lm.adapter import LabelAdapter
+from pld_optim.lm.factory import make_lm
 
 
 def main() -> None:

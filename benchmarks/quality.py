@@ -18,10 +18,11 @@ from pathlib import Path
 
 import dspy
 
-from pld_optim.compare import Setup, load_outcomes, paired_difference, run_compare, summarize
-from pld_optim.config import build_program, load_config, load_split
-from pld_optim.models import lm_from_config
-from pld_optim.task import resolve_task
+from pld_optim.cli.common import lm_from_config
+from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.compare import Setup, load_outcomes, run_compare, summarize
+from pld_optim.evaluation.stats import paired_difference
+from pld_optim.evaluation.task import resolve_task
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
         program = build_program(cfg.data)
         task = resolve_task(program)
         train, dev, test = (load_split(cfg.data, s) for s in ("train", "dev", "test"))
-        pld_kwargs = {**cfg.pld.model_dump(), "search": cfg.search}
+        pld_kwargs = {**cfg.pld, "search": cfg.search}  # as `pld-optim compare` passes them; PLD fills its defaults
         setup = Setup(program=program, train=train, dev=dev, test=test, student=lm_from_config(cfg.student),
                       teacher=lm_from_config(cfg.teacher, max_tokens=args.teacher_max_tokens), seed=args.seed,
                       threads=cfg.student.threads, pld_kwargs=pld_kwargs)

@@ -1,5 +1,5 @@
 """Which embedded students follow rules at all: dev macro F1 with no rules and with the data's own label
-definitions written as rules (`pld_optim.data.REFERENCE_RULES`).
+definitions written as rules (`pld_optim.datasets.REFERENCE_RULES`).
 
 A student whose score does not move even with correct rules cannot show PLD, whatever the teacher writes,
 so this table chooses the quickstart's student. Models whose packages are not installed are skipped.
@@ -19,13 +19,13 @@ import time
 
 import dspy
 
-from pld_optim.adapter import LabelAdapter
-from pld_optim.artifact import render_instructions
-from pld_optim.config import build_program, load_config, load_split
-from pld_optim.data import REFERENCE_RULES
-from pld_optim.models import engine_of, make_lm
-from pld_optim.scoring import run_student, score_outcomes
-from pld_optim.task import resolve_task
+from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.datasets import REFERENCE_RULES
+from pld_optim.evaluation.scoring import run_student, score_outcomes
+from pld_optim.evaluation.task import resolve_task
+from pld_optim.lm.adapter import LabelAdapter
+from pld_optim.lm.factory import engine_of, make_lm
+from pld_optim.rules import render_instructions
 
 CANDIDATES = "gemma3-270m,smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
 

@@ -33,10 +33,11 @@ from typing import Literal
 import dspy
 import optuna
 
-from pld_optim.artifact import Rule, Selection, render_instructions
-from pld_optim.scoring import Outcome
-from pld_optim.search import SearchConfig, search_rules
-from pld_optim.task import resolve_task
+from pld_optim.evaluation.scoring import Outcome
+from pld_optim.evaluation.task import resolve_task
+from pld_optim.rules import Prompt, Rule, Selection, render_instructions
+from pld_optim.search import SearchConfig
+from pld_optim.search.study import PromptSearch
 from pld_optim.testing import rule_follower
 
 LABELS = ("a", "b", "c", "d", "e", "f", "z")
@@ -132,23 +133,38 @@ def check(name: str, rules: list[Rule], dev: list[dspy.Example]) -> dict:
     return facts
 
 
+class DirectScorer:
+    """What PromptSearch asks of a Scorer, answered by the scripted student directly (no DSPy round trip per
+    call: 48 runs must fit in minutes); it reads the same rendered instructions the real path sends as the
+    system message, and counts prompt tokens as words."""
+
+    token_counter = (lambda text: len(text.split()), "words")
+
+    def __init__(self):
+        self.task = resolve_task(dspy.Predict(Classify))
+        self.respond = rule_follower(default="z")
+        self.calls = 0
+
+    def system(self, prompt: Prompt) -> str:
+        return render_instructions(Classify.instructions, prompt.rules, "label")
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return self.token_counter[0](self.system(prompt))
+
+    def outcomes(self, prompt: Prompt, examples: list[dspy.Example]) -> list[Outcome]:
+        system = self.system(prompt)
+        self.calls += len(examples)
+        return [Outcome(example_id=e.id, gold=e.label,
+                        pred=self.respond(system, f"[[ ## sentence ## ]]\n{e.sentence}")["label"]) for e in examples]
+
+
 def run(method: str, seed: int, trials: int, pruner: str, rules, dev) -> list[tuple[float | None, int]]:
     """(full-dev macro F1 or None if pruned, student calls) per trial, in trial order."""
-    # The scripted student answers directly (no DSPy round trip per call: 48 runs must fit in minutes);
-    # it reads the same rendered instructions the real path sends as the system message.
-    respond = rule_follower(default="z")
-    task = resolve_task(dspy.Predict(Classify))
-
-    def evaluate(active, examples):
-        system = render_instructions(Classify.instructions, active, "label")
-        return [Outcome(example_id=e.id, gold=e.label,
-                        pred=respond(system, f"[[ ## sentence ## ]]\n{e.sentence}")["label"]) for e in examples]
-
     config = SearchConfig(n_trials=trials, sampler=method, pruner=pruner, plots=False, n_startup_trials=8)
     seeds = [[Selection(rule_id=r.id) for r in rules], []]  # what PLD seeds: refine's list, and zero-shot
-    result = search_rules(rules, dev=dev, labels=task.labels, evaluate=evaluate, render=lambda a: "\n".join(a),
-                          count_tokens=lambda t: len(t.split()), token_counter="words", config=config, seeds=seeds,
-                          seed=seed)  # in memory: a run is its own study
+    search = PromptSearch(DirectScorer(), rules, dev, config=config, max_demos=0, label_field="label",
+                          seed=seed)  # no out_dir: in memory, a run is its own study
+    result, _ = search.run(seeds)
     return [(f1, calls) for _, f1, calls in result.history]
 
 

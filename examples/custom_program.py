@@ -10,8 +10,8 @@ from typing import Literal
 import dspy
 
 from pld_optim import PLD, LabelAdapter
-from pld_optim.data import load_stereoset
-from pld_optim.models import make_lm
+from pld_optim.datasets import load_stereoset
+from pld_optim.lm.factory import make_lm
 
 
 class BiasType(dspy.Signature):

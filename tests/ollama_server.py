@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from dspy.lm15 import Config, Message, Request
 
-from pld_optim.models import LlamaCppEngine
+from pld_optim.lm.engine import LlamaCppEngine
 
 
 def _now() -> str:

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import cue_word
 
-from pld_optim.artifact import RuleSet
-from pld_optim.config import build_program, load_config, load_split
+from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.rules import RuleSet
 
 QUICKSTART = Path(__file__).parents[1] / "pld_optim" / "configs" / "quickstart.yaml"
 
@@ -34,13 +35,18 @@ def test_quickstart_config_is_valid_and_builds_the_program():
     cfg = load_config("quickstart")
     program = build_program(cfg.data)
     assert list(program.signature.input_fields) == ["context", "sentence"]
-    assert len(load_split(cfg.data, "train")) == 95 and cfg.pld.max_train_examples == 20
+    splits = {s: load_split(cfg.data, s) for s in ("train", "dev", "test")}
+    ids = {s: {e.id for e in rows} for s, rows in splits.items()}
+    assert all(splits.values()) and not (ids["train"] & ids["dev"] or ids["train"] & ids["test"] or
+                                         ids["dev"] & ids["test"])  # three disjoint, non-empty splits
+    assert {e.label for e in splits["train"]} == set(program.signature.output_fields["label"].annotation.__args__)
+    assert cfg.pld_params()["max_train_examples"] == cfg.pld["max_train_examples"]  # the section, defaults filled
     assert cfg.student.model == cfg.teacher.model == "local/qwen2.5-coder-1.5b" and cfg.search is not None
 
 
 def test_unknown_config_key_is_named(tmp_path):
     path = write_config(tmp_path, **{"pld.n_clustres": 3})
-    with pytest.raises(ValueError, match=r"pld\.n_clustres: Extra inputs are not permitted"):
+    with pytest.raises(ValueError, match=r"invalid config: pld: n_clustres=3: Extra inputs are not permitted"):
         load_config(path)
     path = write_config(tmp_path, **{"student.max_tokens": 0})
     with pytest.raises(ValueError, match=r"student\.max_tokens: Input should be greater than 0"):
@@ -54,9 +60,14 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
 
 
 def test_dry_run_estimates_and_spends_nothing(tmp_path):
+    cfg = load_config("quickstart")
+    p, n_train = cfg.pld_params(), len(load_split(cfg.data, "train"))
+    probe = min(n_train, p["probe_examples"]) if p["mining"] == "contrastive" else n_train
+    mine = min(p["max_train_examples"] or probe, probe)  # contrastive: teacher calls only for probed examples
     result = run_cli("compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "teacher: mine 20" in result.stdout and "teacher: merge clusters 4" in result.stdout
+    assert f"data: {n_train} train" in result.stdout and f"teacher: mine {mine}," in result.stdout
+    assert f"teacher: merge clusters {min(p['max_clusters'] * 4, mine)}," in result.stdout  # per label, 4 labels
     assert "checked; nothing was called" in result.stdout
     assert not (tmp_path / "o").exists()
 
@@ -77,6 +88,7 @@ def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
     assert rules.rules and all(r.text in prompt for r in rules.rules if rules.selection is None)
     mine = next(u for u in rules.usage if u.stage == "mine")
     assert mine.lm_calls >= 6 and mine.prompt_tokens > 0
+    redone = mine.failures + sum(r.stage == "mine" for r in rules.refusals)  # failed or refused: mined again
     assert rules.search is not None and (out / "study.db").exists()  # the quickstart runs the whole product
 
     data = Path(__file__).parents[1] / "pld_optim" / "data" / "stereoset_quickstart.json"
@@ -96,33 +108,34 @@ def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
     assert result.returncode == 0
     again = RuleSet.load(out / "rules.json")
     assert [r.text for r in again.rules] == [r.text for r in rules.rules]
-    # Rules that were kept come from mined.jsonl; rejected ones are asked again and hit the cache.
+    # Rules that were kept come from mined.jsonl; failed or refused ones are asked again and hit the cache.
     mine_again = next(u for u in again.usage if u.stage == "mine")
-    assert mine_again.lm_calls == mine_again.cache_hits == mine.failures and mine_again.prompt_tokens == 0
+    assert mine_again.lm_calls == mine_again.cache_hits == redone and mine_again.prompt_tokens == 0
     assert all(u.prompt_tokens == 0 for u in again.usage)  # nothing new was paid for
     assert before.count('"text"') == (out / "rules.json").read_text().count('"text"')
 
 
 def test_compare_dry_run_lists_the_shared_setup(tmp_path):
+    n_test = len(load_split(load_config("quickstart").data, "test"))
     result = run_cli("compare", "quickstart", "--optimizers", "zero-shot,pld", "--out", str(tmp_path / "c"),
                      "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "compare ['zero-shot', 'pld'] x seeds [0]" in result.stdout and "34 test" in result.stdout
+    assert "compare ['zero-shot', 'pld'] x seeds [0]" in result.stdout and f", {n_test} test |" in result.stdout
     result = run_cli("compare", "quickstart", "--optimizers", "zero-shot,textgrad", "--out", str(tmp_path / "c"))
     assert result.returncode == 2 and "unknown optimizer(s) ['textgrad']" in result.stderr
 
 
 def test_evaluate_scores_the_folders_rules_json_and_an_edited_file(tmp_path, capsys):
     """A reviewer edits rules.json and re-evaluates: the edit must reach the program that is scored."""
-    from pld_optim.artifact import Rule, RuleSet
-    from pld_optim.cli import load_program
-    from pld_optim.pld import apply_rules, save_artifacts
+    from pld_optim import RunFolder, apply_rules
+    from pld_optim.cli.evaluate import load_program
+    from pld_optim.rules import Rule
 
     cfg = load_config("quickstart")
     rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
                     base_instructions=build_program(cfg.data).signature.instructions,
                     rules=[Rule(id="R1", text="If the target is a job, answer profession.")])
-    save_artifacts(apply_rules(build_program(cfg.data), rules), rules, tmp_path)
+    RunFolder(tmp_path).save(apply_rules(build_program(cfg.data), rules), rules)
     assert "answer profession" in load_program(cfg, str(tmp_path)).signature.instructions
 
     rules.rules[0].text = "If the target is a country, answer race."
@@ -141,21 +154,21 @@ def test_an_edited_rule_moves_the_score_evaluate_reports(tmp_path):
     """`evaluate --program DIR` after a hand edit of DIR/rules.json: the score is the edit's, not program.json's."""
     import dspy
 
-    from pld_optim.adapter import LabelAdapter
-    from pld_optim.artifact import Rule
-    from pld_optim.cli import load_program
-    from pld_optim.pld import apply_rules, save_artifacts
-    from pld_optim.scoring import run_student, score_outcomes
-    from pld_optim.task import resolve_task
+    from pld_optim import RunFolder, apply_rules
+    from pld_optim.cli.evaluate import load_program
+    from pld_optim.evaluation.scoring import run_student, score_outcomes
+    from pld_optim.evaluation.task import resolve_task
+    from pld_optim.lm.adapter import LabelAdapter
+    from pld_optim.rules import Rule
     from pld_optim.testing import rule_follower, scripted_lm
 
     cfg = load_config("quickstart")
     dev = load_split(cfg.data, "dev")
-    word = "mommy"  # a cue in two gender sentences of the dev split
+    word = cue_word(dev, "gender")  # a word in some gender sentences of the dev split and in no others
     rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
                     base_instructions=build_program(cfg.data).signature.instructions,
                     rules=[Rule(id="R1", text=f"If the sentence mentions {word}, answer gender.")])
-    save_artifacts(apply_rules(build_program(cfg.data), rules), rules, tmp_path)
+    RunFolder(tmp_path).save(apply_rules(build_program(cfg.data), rules), rules)
 
     def score():
         program = load_program(cfg, str(tmp_path))

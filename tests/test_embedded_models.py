@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from pld_optim import models
-from pld_optim.models import EMBEDDED, EmbeddedModel, assemble, verify
+from pld_optim.lm import gguf
+from pld_optim.lm.gguf import EMBEDDED, EmbeddedModel, assemble, resolve_gguf, verify
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def chunked(tmp_path, monkeypatch):
         module.get_part_path = lambda p=path: str(p)
         monkeypatch.setitem(sys.modules, name, module)
         names.append(name)
-    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(gguf, "CACHE_DIR", tmp_path / "cache")
     whole = b"".join(parts)
     return EmbeddedModel("fake.gguf", chunks=tuple(names), size=len(whole),
                          sha256=hashlib.sha256(whole).hexdigest()), whole
@@ -44,7 +44,7 @@ def test_a_changed_file_is_refused_before_loading(chunked):
 
 
 def test_a_missing_chunk_package_names_the_install_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(gguf, "CACHE_DIR", tmp_path)
     spec = EmbeddedModel("absent.gguf", chunks=("no_such_chunk_package_part1",), sha256="0" * 64)
     with pytest.raises(ImportError, match=r"no-such-chunk-package-part1.*pld-optim\[local\]"):
         assemble("absent", spec)
@@ -53,3 +53,12 @@ def test_a_missing_chunk_package_names_the_install_command(monkeypatch, tmp_path
 def test_the_quickstart_model_is_pinned():
     spec = EMBEDDED["qwen2.5-coder-1.5b"]
     assert len(spec.chunks) == 22 and spec.size == 1_117_320_768 and len(spec.sha256) == 64
+
+
+def test_a_named_model_resolves_to_its_verified_cache_file(chunked, monkeypatch):
+    spec, whole = chunked
+    monkeypatch.setitem(EMBEDDED, "fake", spec)
+    path = resolve_gguf("fake")
+    assert path == gguf.CACHE_DIR / "fake.gguf" and path.read_bytes() == whole
+    with pytest.raises(FileNotFoundError, match="GGUF model file not found"):
+        resolve_gguf(str(gguf.CACHE_DIR / "absent.gguf"))

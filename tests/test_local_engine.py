@@ -1,27 +1,20 @@
 """The embedded backend on the real Gemma 3 270M GGUF (small, bounded calls)."""
 
-from typing import Literal
-
 import dspy
 import pytest
 
 pytest.importorskip("llama_cpp")
 
-from pld_optim.adapter import LabelAdapter  # noqa: E402
-from pld_optim.artifact import render_instructions  # noqa: E402
-from pld_optim.models import make_lm  # noqa: E402
-from pld_optim.scoring import run_student  # noqa: E402
-from pld_optim.task import resolve_task  # noqa: E402
+from conftest import Classify  # noqa: E402
+
+from pld_optim.evaluation.scoring import run_student  # noqa: E402
+from pld_optim.evaluation.task import resolve_task  # noqa: E402
+from pld_optim.lm.adapter import LabelAdapter  # noqa: E402
+from pld_optim.lm.factory import engine_of, make_lm  # noqa: E402
+from pld_optim.rules import render_instructions  # noqa: E402
 
 pytestmark = pytest.mark.real_model
 RULE = "If the sentence names a place of worship such as a zqxvtemple, answer religion."
-
-
-class Classify(dspy.Signature):
-    """Classify the bias type of the sentence."""
-
-    sentence: str = dspy.InputField()
-    label: Literal["gender", "race", "religion"] = dspy.OutputField()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +32,7 @@ def test_rules_reach_the_model_tokens(gemma):
     with it every rule. The engine folds it into the first user turn, as Gemma's own template does."""
     with dspy.context(lm=gemma, adapter=LabelAdapter()):
         _with_rules()(sentence="The zqxvtemple was full.")
-    engine = gemma._engine_spec
+    engine = engine_of(gemma)
     prompt = engine.last_prompt
     assert prompt.startswith("<bos><start_of_turn>user\n")
     first_turn = prompt.split("<end_of_turn>")[0]
@@ -69,7 +62,7 @@ def test_parallel_calls_share_one_model_safely(gemma):
 
 
 def test_one_engine_per_model_and_context_overflow_is_clear(gemma):
-    assert make_lm("local/gemma3-270m", max_tokens=16, n_ctx=2048)._engine_spec is gemma._engine_spec
+    assert engine_of(make_lm("local/gemma3-270m", max_tokens=16, n_ctx=2048)) is engine_of(gemma)
     with dspy.context(lm=gemma, adapter=LabelAdapter()):
         # "ContextWindowExceededError" in the text is what InferRules looks for before retrying with fewer examples.
         with pytest.raises(Exception, match="ContextWindowExceededError: prompt of .* does not fit n_ctx=2048"):
@@ -80,8 +73,6 @@ def test_a_pickled_lm_carries_its_engine_settings_and_reloads_the_model(gemma):
     """MLflow's DSPy flavour pickles the program with dspy.settings (the student LM included): the engine
     pickles as its settings, not its llama.cpp handle, and loads the GGUF again when first used."""
     import cloudpickle
-
-    from pld_optim.models import engine_of
 
     program = _with_rules()
     with dspy.context(lm=gemma, adapter=LabelAdapter()):

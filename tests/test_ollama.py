@@ -2,7 +2,6 @@
 (Gemma 3 270M through llama-cpp-python). No Ollama binary can be installed where this is built."""
 
 import socket
-from typing import Literal
 
 import dspy
 import pytest
@@ -10,20 +9,15 @@ import pytest
 pytest.importorskip("llama_cpp")
 ollama = pytest.importorskip("ollama")
 
+from conftest import Classify  # noqa: E402
 from ollama_server import OllamaStub  # noqa: E402
 
-from pld_optim.adapter import LabelAdapter  # noqa: E402
-from pld_optim.models import LlamaCppEngine, make_lm  # noqa: E402
-from pld_optim.ollama import OllamaError, preflight  # noqa: E402
+from pld_optim.lm.adapter import LabelAdapter  # noqa: E402
+from pld_optim.lm.engine import LlamaCppEngine  # noqa: E402
+from pld_optim.lm.factory import make_lm  # noqa: E402
+from pld_optim.lm.ollama import OllamaError, preflight  # noqa: E402
 
 pytestmark = pytest.mark.real_model
-
-
-class Classify(dspy.Signature):
-    """Classify the bias type of the sentence."""
-
-    sentence: str = dspy.InputField()
-    label: Literal["gender", "race", "religion"] = dspy.OutputField()
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from conftest import Classify
 
-from pld_optim import PLD
-from pld_optim.artifact import RuleSet
-from pld_optim.review import review_data
+from pld_optim import PLD, RunFolder
+from pld_optim.rules import RuleSet
+from pld_optim.run.review import review_data
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(
@@ -73,10 +73,8 @@ def compiled_folder(teacher, student, data, tmp_path):
 
 
 def test_review_data_links_each_rule_to_its_evidence(compiled_folder):
-    from pld_optim.mine import read_mined
-
     rules = RuleSet.load(compiled_folder / "rules.json")
-    data = review_data(rules, list(read_mined(compiled_folder / "mined.jsonl").values()))
+    data = review_data(rules, list(RunFolder(compiled_folder).read_mined().values()))
     assert [a["text"] for a in data["active"]] == rules.active_rules()
     for a in data["active"]:
         assert a["rule"].contribution is not None
@@ -104,9 +102,7 @@ def test_review_page_renders_every_rule_in_headless_chromium(compiled_folder, tm
     assert dom.count('class="main-svg"') >= 3  # plotly drew the confusion matrices, contributions and front
     assert "Pareto front" in dom and "Refused by the quality gates" in dom
     # Provenance: the supporting examples' teacher rationales are on the page, under their rule.
-    from pld_optim.mine import read_mined
-
-    for a in review_data(rules, list(read_mined(compiled_folder / "mined.jsonl").values()))["active"]:
+    for a in review_data(rules, list(RunFolder(compiled_folder).read_mined().values()))["active"]:
         section = dom.split(f'id="{a["rule"].id}"')[1].split('class="rule')[0]
         assert all(e["rationale"] in section for e in a["evidence"])
 

@@ -2,10 +2,10 @@ import json
 
 import dspy
 import pytest
-from conftest import Classify
+from conftest import LABELS, NOT_PARAMS, PAPER, Classify, cue_word
 
-from pld_optim import PLD, RuleSet, apply_rules
-from pld_optim.adapter import LabelAdapter
+from pld_optim import PLD, RuleSet, RunFolder, Scorer, apply_rules
+from pld_optim.lm.adapter import LabelAdapter
 
 
 def test_compile_distils_rules_into_the_system_prompt(teacher, student, data, tmp_path):
@@ -28,12 +28,32 @@ def test_compile_distils_rules_into_the_system_prompt(teacher, student, data, tm
     assert len(rules.rules) == 3
     assert all(r.support and r.rationales and r.cluster_size >= 2 for r in rules.rules)
     assert sum(r.cluster_size for r in rules.rules) == len(train)
+    # Each rule carries worked-example candidates: train examples of its cluster, with its label.
+    for r in rules.rules:
+        assert 0 < len(r.examples) <= pld.n_demo_candidates
+        assert {e.id for e in r.examples} <= set(r.support) and {e.label for e in r.examples} == {r.label}
     assert rules.system_prompt == LabelAdapter().format_system_message(compiled.predictors()[0].signature)
     assert (tmp_path / "system_prompt.txt").read_text().strip() == rules.system_prompt.strip()
     assert rules.history[0].iteration == 0 and rules.dev_macro_f1 == pytest.approx(1.0)
     mine = next(u for u in rules.usage if u.stage == "mine")
     assert mine.lm_calls == len(train) and mine.failures == 0
+    # Contrastive mining (the default): the student answered the train examples zero-shot first, and the
+    # teacher explained the ones it got wrong with its wrong answer.
+    probe = next(u for u in rules.usage if u.stage == "probe")
+    assert probe.lm_calls == len(train) and probe.by_model == {"local/student": len(train)}
+    contrastive = [m for m in pld.mined_ if m.predicted is not None]
+    assert contrastive and all(m.predicted == "race" and m.gold != "race" for m in contrastive)
     assert json.loads((tmp_path / "program.json").read_text())
+    assert (tmp_path / "report.md").exists() and (tmp_path / "review.html").exists()
+
+
+def test_the_papers_label_mining_asks_no_student_first(teacher, student, data):
+    train, dev = data
+    pld = PLD(teacher=teacher, n_clusters=1, **PAPER)
+    pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    assert "probe" not in [u.stage for u in pld.usage_]
+    assert all(m.predicted is None for m in pld.mined_) and len(pld.mined_) == len(train)
+    assert pld.score_.macro_f1 == pytest.approx(1.0)
 
 
 def test_edited_rules_apply_without_mining(teacher, student, data, tmp_path):
@@ -51,43 +71,55 @@ def test_edited_rules_apply_without_mining(teacher, student, data, tmp_path):
 
 
 def test_compile_with_search_persists_the_study_and_selects_rules(teacher, student, data, tmp_path):
-    from pld_optim.report import render_report
+    from pld_optim.evaluation.scoring import run_student, score_outcomes
+    from pld_optim.evaluation.task import resolve_task
+    from pld_optim.run.report import render_report
 
     train, dev = data
     pld = PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, search={"n_trials": 8, "minibatch_size": 6})
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
     rules = RuleSet.load(tmp_path / "rules.json")
-    assert rules.search is not None and rules.search.n_trials == 8 and rules.selection
+    assert rules.search is not None and rules.search.n_trials == 8 and rules.selection is not None
     assert rules.dev_macro_f1 == pytest.approx(1.0) == rules.search.best.macro_f1
     assert (tmp_path / "study.db").exists()
-    assert compiled.predictors()[0].signature.instructions == rules.render_instructions()
-    assert next(u for u in rules.usage if u.stage == "search").lm_calls > 0
+    predictor = compiled.predictors()[0]
+    assert predictor.signature.instructions == rules.render_instructions()
+    assert len(predictor.demos) == sum(len(s.demos) for s in rules.selection) <= pld.max_demos  # the search's demos
+    search = next(u for u in rules.usage if u.stage == "search")
+    assert search.lm_calls > 0
+    # Every trial's student calls are recorded, and the study's total is their sum.
+    assert rules.search.student_calls == sum(calls for _, _, calls in rules.search.history) > 0
     assert "## Search" in render_report(rules)
-    assert pld.estimate_calls(len(train), len(dev))["student: search"] == 8 * len(dev) + len(dev)
+    assert pld.estimate_calls(len(train), len(dev), len(LABELS))["student: search"] == 8 * len(dev) + len(dev)
     # score_ is a fresh evaluation of the chosen prompt: all its fields describe that one prompt.
-    from pld_optim.scoring import run_student, score_outcomes
-    from pld_optim.task import resolve_task
-
-    fresh = score_outcomes(run_student(compiled, dev, resolve_task(compiled)), ["gender", "race", "religion"])
+    fresh = score_outcomes(run_student(compiled, dev, resolve_task(compiled)), LABELS)
     assert pld.score_ == fresh
 
 
 def test_a_teacher_model_string_is_built_like_the_cli_builds_it():
     """PLD(teacher="local/...") from Python used to reach litellm ("LLM Provider NOT provided")."""
-    from pld_optim.models import LlamaCppEngine, as_lm
+    from pld_optim.lm.engine import LlamaCppEngine
+    from pld_optim.lm.factory import as_lm, engine_of
 
-    lm = as_lm("local/smollm2-135m")
-    assert isinstance(lm._engine_spec, LlamaCppEngine) and lm.kwargs["max_tokens"] == 1024
+    lm = as_lm("local/smollm2-135m")  # the engine loads its model on first use, not here
+    assert isinstance(engine_of(lm), LlamaCppEngine) and lm.kwargs["max_tokens"] == 1024
+    assert engine_of(lm)._llama is None
 
 
 def test_python_and_yaml_share_one_parameter_schema(teacher, student, data):
-    import inspect
+    from pld_optim.cli.config import load_config
+    from pld_optim.params import PLDParams
 
-    from pld_optim.config import PLDConfig
-
-    defaults = inspect.signature(PLD.__init__).parameters
-    for name, field in PLDConfig.model_fields.items():
-        assert defaults[name].default == field.default, name  # YAML's pld: section and PLD(...) agree
+    # The schema holds constraints only; the defaults live in PLD.__init__'s signature alone.
+    defaults = PLD.defaults()
+    assert set(PLDParams.model_fields) == set(defaults) - NOT_PARAMS
+    assert all(field.is_required() for field in PLDParams.model_fields.values())
+    # YAML's pld: section is filled from those same defaults.
+    cfg = load_config("quickstart")
+    filled = cfg.pld_params()
+    assert cfg.pld and all(filled[k] == v for k, v in cfg.pld.items())  # what the section sets wins
+    assert {k: v for k, v in filled.items() if k not in cfg.pld} == {
+        k: defaults[k] for k in filled if k not in cfg.pld}
     train, dev = data
     with pytest.raises(ValueError, match=r"max_clusters=0: Input should be greater than 0"):
         PLD(teacher=teacher, max_clusters=0).compile(dspy.Predict(Classify), trainset=train, valset=dev)
@@ -97,11 +129,10 @@ def test_python_and_yaml_share_one_parameter_schema(teacher, student, data):
 
 
 def test_each_rule_gets_its_measured_contribution_and_a_harmful_rule_is_flagged(teacher, student, data, tmp_path):
-    from pld_optim.ablate import rule_contributions, with_contributions
-    from pld_optim.artifact import Rule
-    from pld_optim.report import render_report
-    from pld_optim.scoring import run_student, score_outcomes
-    from pld_optim.task import resolve_task
+    from pld_optim.evaluation.task import resolve_task
+    from pld_optim.rules import Rule
+    from pld_optim.run.report import render_report
+    from pld_optim.stages.contribution import rule_contributions, with_contributions
 
     train, dev = data
     pld = PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, max_refine_iters=0)
@@ -115,56 +146,65 @@ def test_each_rule_gets_its_measured_contribution_and_a_harmful_rule_is_flagged(
 
     # A reviewer adds a rule that steals religion items first: its contribution is negative and flagged.
     rules.rules.insert(0, Rule(id="BAD", text="If the sentence mentions church, answer gender."))
-    task = resolve_task(dspy.Predict(Classify))
-
-    def score(texts):
-        kept = rules.model_copy(update={"rules": [r for r in rules.rules if r.text in texts]})
-        return score_outcomes(run_student(apply_rules(dspy.Predict(Classify), kept), dev, task), task.labels).macro_f1
-
-    values = rule_contributions(rules, score)
+    program = dspy.Predict(Classify)
+    scorer = Scorer(program, resolve_task(program), lm=student)
+    values = rule_contributions(scorer, rules, dev)
+    assert set(values) == {r.id for r in rules.rules}
     assert values["BAD"] < 0 and all(v >= 0 for k, v in values.items() if k != "BAD")
+    assert scorer.calls == (len(rules.rules) + 1) * len(dev)  # the full prompt once, then each rule left out
     report = render_report(with_contributions(rules, values))
     assert "flagged: the prompt scores higher without it" in report
 
 
-def test_cli_ablate_rescores_an_edited_rules_json_without_the_teacher(student, tmp_path, monkeypatch, capsys):
-    from pld_optim import cli
-    from pld_optim.artifact import Rule
-    from pld_optim.config import build_program, load_config
-    from pld_optim.pld import save_artifacts
+def test_cli_ablate_rescores_an_edited_rules_json_without_the_teacher(tmp_path, monkeypatch, capsys):
+    from pld_optim.cli import main
+    from pld_optim.cli.config import build_program, load_config, load_split
+    from pld_optim.rules import Rule
     from pld_optim.testing import rule_follower, scripted_lm
 
     cfg = load_config("quickstart")
+    word = cue_word(load_split(cfg.data, "dev"), "gender")
     rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
                     base_instructions=build_program(cfg.data).signature.instructions,
-                    rules=[Rule(id="G", text="If the sentence mentions mommy, answer gender."),
-                           Rule(id="X", text="If the sentence mentions mommy, answer religion.")])
-    save_artifacts(apply_rules(build_program(cfg.data), rules), rules, tmp_path)
+                    rules=[Rule(id="G", text=f"If the sentence mentions {word}, answer gender."),
+                           Rule(id="X", text=f"If the sentence mentions {word}, answer religion.")])
+    RunFolder(tmp_path).save(apply_rules(build_program(cfg.data), rules), rules)
     lm = scripted_lm(rule_follower(default="race"), "student")
-    monkeypatch.setattr(cli, "lm_from_config", lambda *a, **k: lm)
-    assert cli.main(["ablate", "quickstart", str(tmp_path)]) == 0
+    monkeypatch.setattr("pld_optim.cli.folder.lm_from_config", lambda *a, **k: lm)
+    assert main(["ablate", "quickstart", str(tmp_path)]) == 0
     saved = {r.id: r.contribution for r in RuleSet.load(tmp_path / "rules.json").rules}
-    assert saved["G"] > 0 and saved["X"] == 0  # X never fires: G answers every 'mommy' sentence first
+    assert saved["G"] > 0 and saved["X"] == 0  # X never fires: G answers every such sentence first
     assert "wrote the contributions" in capsys.readouterr().out
     page = (tmp_path / "review.html").read_text()  # the review page shows the new figures, under the run's header
     assert f"contribution {saved['G']:+.3f}" in page and "<dt>config</dt><dd>quickstart</dd>" in page
 
 
 @pytest.mark.real_model
-def test_compile_from_python_with_a_local_teacher_string(student, data):
+def test_compile_from_python_with_a_local_teacher_string(student, data, monkeypatch):
     """The whole path, not just the LM object: PLD(teacher="local/...").compile mines with the embedded model."""
     pytest.importorskip("llama_cpp")
-    from pld_optim.models import as_lm, engine_of
+    from pld_optim.lm.factory import as_lm, engine_of
+    from pld_optim.stages.mine import ExplainLabel
 
     train, dev = data
     engine = engine_of(as_lm("local/smollm2-135m"))  # make_lm shares one engine per model file and settings
-    engine.last_prompt = None
+    prompts = []
+    render = engine.render
+
+    def recording(request):
+        prompts.append(render(request))
+        return prompts[-1]
+
+    monkeypatch.setattr(engine, "render", recording)
+    # What a 135M teacher writes rarely passes the quality gates (tested on their own in test_gates.py); they
+    # are opened here so the compile must finish: a refused rule cannot pass as this path working.
+    monkeypatch.setattr("pld_optim.stages.mine._refusal", lambda *a, **k: None)
     pld = PLD(teacher="local/smollm2-135m", max_train_examples=2, n_clusters=1, max_refine_iters=0,
-              contribution=False)
-    try:
-        pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
-    except RuntimeError as exc:  # a 135M teacher may write no rule the gates accept; that is not this test
-        assert "usable rule" in str(exc)
-    else:
-        assert pld.usage_[0].by_model == {"local/smollm2-135m": 2}
-    assert engine.last_prompt and "You write labelling rules for a small model" in engine.last_prompt
+              contribution=False, **PAPER)
+    compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    mine = next(u for u in pld.usage_ if u.stage == "mine")
+    assert mine.by_model == {"local/smollm2-135m": 2} and mine.failures == 0
+    assert len(pld.mined_) == 2 and all(m.error is None and m.rule for m in pld.mined_)
+    mining = [p for p in prompts if ExplainLabel.__doc__[:60] in p]
+    assert len(mining) == 2 and all("[[ ## gold_label ## ]]" in p for p in mining)
+    assert compiled.pld_rules.rules

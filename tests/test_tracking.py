@@ -12,16 +12,18 @@ import pytest
 import yaml
 from conftest import Classify
 
+import pld_optim
 from pld_optim import PLD
-from pld_optim.artifact import RuleSet
+from pld_optim.rules import RuleSet
+from pld_optim.run.tracking import Tracker, TrackingConfig
 from pld_optim.testing import field_value, rule_follower, scripted_lm
-from pld_optim.tracking import Tracker, TrackingConfig
 
 mlflow = pytest.importorskip("mlflow")
 
 
 def generic_teacher(system: str, user: str) -> dict:
-    """A teacher for any label task: one rule per label, merged as is, never revised."""
+    """A teacher for any label task: one rule per label, merged as is, corrected per label, never revised."""
+    system = " ".join(system.split())  # the adapter indents a signature's docstring line by line
     if "You write labelling rules for a small model" in system:
         gold = field_value(user, "gold_label")
         return {"rationale": f"The sentence ties a trait to people through their {gold}.",
@@ -30,6 +32,10 @@ def generic_teacher(system: str, user: str) -> dict:
         label = field_value(user, "label")
         return {"instruction": f"If the sentence ties a personal trait to someone's {label}, answer {label}.",
                 "phrasings": []}
+    if "It gives the failures below the wrong label" in system:  # a corrective rule for one confusion
+        gold = field_value(user, "gold_label")
+        return {"rationale": f"The failures tie a trait to their {gold}.",
+                "rule": f"If the sentence ties a habit or trait to a person's {gold}, answer {gold}."}
     if "A small model labels examples" in system:
         return {"revised_rules": json.loads(field_value(user, "rules"))}
     raise AssertionError(system[:200])
@@ -43,12 +49,12 @@ def runs(uri: str, experiment: str = "pld-optim"):
 
 
 def test_a_cli_compile_logs_a_run_to_a_local_store(tmp_path, monkeypatch):
-    from pld_optim import cli
+    from pld_optim.cli import main
 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    quickstart = Path(cli.__file__).parent / "configs" / "quickstart.yaml"
+    quickstart = Path(pld_optim.__file__).parent / "configs" / "quickstart.yaml"
     cfg = yaml.safe_load(quickstart.read_text())
     cfg["data"].update(train_limit=16, dev_limit=6)
     cfg["pld"].update(max_train_examples=8, max_refine_iters=1, refine_examples=6, contribution=True)
@@ -59,10 +65,11 @@ def test_a_cli_compile_logs_a_run_to_a_local_store(tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump(cfg))
     teacher = scripted_lm(generic_teacher, "teacher")
     student = scripted_lm(rule_follower(default="race"), "student")
-    monkeypatch.setattr(cli, "lm_from_config", lambda mc, **k: teacher if mc.model == "teacher" else student)
-    monkeypatch.setattr("pld_optim.ollama.preflight_all", lambda *a, **k: None)
+    monkeypatch.setattr("pld_optim.cli.compile.lm_from_config",
+                        lambda mc, **k: teacher if mc.model == "teacher" else student)
+    monkeypatch.setattr("pld_optim.cli.common.preflight_all", lambda *a, **k: None)
 
-    assert cli.main(["compile", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert main(["compile", str(config), "--out", str(tmp_path / "run")]) == 0
     client, found = runs(uri, "pld-test")
     assert len(found) == 1
     run = found[0]
@@ -70,8 +77,13 @@ def test_a_cli_compile_logs_a_run_to_a_local_store(tmp_path, monkeypatch):
     assert run.data.params["pld.max_train_examples"] == "8" and run.data.params["student.model"] == "student"
     assert run.data.metrics["dev_macro_f1"] == pytest.approx(rules.dev_macro_f1)
     assert run.data.metrics["mine.lm_calls"] == next(u.lm_calls for u in rules.usage if u.stage == "mine") == 8
-    assert {"dev_macro_f1.baseline", "dev_macro_f1.cluster", "dev_macro_f1.refine", "dev_macro_f1.search",
-            "search.lm_calls", "total.seconds"} <= set(run.data.metrics)
+    assert {"dev_macro_f1.baseline", "dev_macro_f1.search", "search.lm_calls", "refine.lm_calls",
+            "total.seconds"} <= set(run.data.metrics)
+    # Refinement's dev F1 is logged when it scored dev (the paper's rewrite); corrective refinement leaves dev to
+    # the search.
+    scored = [h.dev_macro_f1 for h in rules.history if h.dev_macro_f1 is not None]
+    assert ("dev_macro_f1.refine" in run.data.metrics) == bool(scored)
+    assert run.data.metrics.get("dev_macro_f1.cluster") == (scored[0] if scored else None)
     assert all(f"contribution.{r.id}" in run.data.metrics for r in rules.rules if r.contribution is not None)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"rules.json", "system_prompt.txt", "review.html", "program.json"} <= artifacts
@@ -141,12 +153,12 @@ def test_a_compile_without_tracking_does_not_import_mlflow(tmp_path):
 
 
 def test_an_unreachable_store_is_refused_before_any_lm_call(tmp_path, monkeypatch, capsys):
-    from pld_optim import cli
+    from pld_optim.cli import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
     never = scripted_lm(lambda system, user: pytest.fail("an LM was called"))
-    monkeypatch.setattr(cli, "lm_from_config", lambda *a, **k: never)
-    assert cli.main(["compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    monkeypatch.setattr("pld_optim.cli.compile.lm_from_config", lambda *a, **k: never)
+    assert main(["compile", "quickstart", "--out", str(tmp_path / "o"), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach the MLflow store http://127.0.0.1:9" in err
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the check's own settings are put back

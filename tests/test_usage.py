@@ -3,8 +3,8 @@
 import dspy
 import pytest
 
+from pld_optim.run.usage import UsageLog
 from pld_optim.testing import ScriptedEngine
-from pld_optim.usage import UsageLog
 
 
 @pytest.mark.filterwarnings("ignore")  # DSPy warns on each direct lm(messages=...) call
@@ -40,3 +40,23 @@ def test_cache_hits_are_counted_and_not_billed(tmp_path):
     with log.stage("again"):
         lm(messages=[{"role": "user", "content": f"the same question {tmp_path}"}])
     assert log.stages[1].cache_hits == 1 and log.stages[1].prompt_tokens == 0 and billed_once > 0
+
+
+def test_a_stage_counts_the_invalid_answers_its_scorer_scored():
+    from pld_optim import Scorer
+    from pld_optim.evaluation.task import resolve_task
+    from pld_optim.rules import Prompt
+    from pld_optim.testing import scripted_lm
+
+    program = dspy.Predict("sentence -> label")
+    task = resolve_task(program, labels=["a", "b"])
+    answers = iter(["a", "maybe", "b", "neither"])
+    scorer = Scorer(program, task, lm=scripted_lm(lambda s, u: {"label": next(answers)}))
+    examples = [dspy.Example(id=str(i), sentence=f"s{i}", label="a").with_inputs("sentence") for i in range(4)]
+    log = UsageLog()
+    with log.stage("before"):
+        scorer.score(Prompt(), examples[:1])  # a stage without the scorer counts no invalid answers
+    with log.stage("scored", scorer):
+        scorer.score(Prompt(), examples[1:])
+    assert [u.invalid for u in log.stages] == [0, 2] and scorer.invalid == 2
+    assert log.total().invalid == 2 and log.total().lm_calls == 4

@@ -6,16 +6,18 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal
 
 import dspy
 import pytest
 import yaml
+from conftest import Sentiment
 
 from pld_optim import PLD, RuleSet
-from pld_optim.config import DataConfig, load_config, load_split
-from pld_optim.data import DataError, load_contract_nli, load_generic, load_stereoset
-from pld_optim.models import make_lm, resolve_gguf
+from pld_optim.cli.config import DataConfig, load_config, load_split
+from pld_optim.datasets import DataError, load_contract_nli, load_generic, load_stereoset
+from pld_optim.lm.factory import make_lm
+from pld_optim.lm.gguf import resolve_gguf
+from pld_optim.lm.ollama import ollama_host
 
 QUICKSTART = Path(__file__).parents[2] / "pld_optim" / "configs" / "quickstart.yaml"
 
@@ -30,6 +32,23 @@ def write(tmp_path, name, content):
 
 
 GENERIC = dict(inputs=["text"], label="label", labels=["pos", "neg"])
+RULES_JSON = {"predictor": "p", "label_field": "label", "labels": ["a", "b"], "base_instructions": "x", "rules": []}
+
+
+def _seed_lines() -> tuple[int, int]:
+    """Where the quickstart config sets seed:, and the line a second seed: appended after it lands on."""
+    lines = QUICKSTART.read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.startswith("seed:")), len(lines) + 1
+
+
+def rules_file(t, **fields):
+    return write(t, "rules.json", json.dumps({**RULES_JSON, **fields}))
+
+
+def stereoset_item(**fields):
+    item = {"id": "x1", "bias_type": "race", "context": "c", "sentences": [
+        {"sentence": "s", "gold_label": "stereotype"}]}
+    return json.dumps({"data": {"intrasentence": [{**item, **fields}]}})
 
 CASES = {
     "json: malformed": (lambda t: load_stereoset(write(t, "s.json", '{"data": {"intrasentence": [}')),
@@ -47,13 +66,15 @@ CASES = {
     "non-UTF-8 bytes": (lambda t: load_generic(write(t, "d.csv", b"text,label\ncaf\xe9,pos\n"), **GENERIC),
                         r"d\.csv: not UTF-8 text \(byte 14"),
     "missing input field": (lambda t: load_generic(write(t, "d.csv", "text,label\n,pos\n"), **GENERIC),
-                            r"d\.csv row 2: missing value for column\(s\) \['text'\]"),
+                            r"d\.csv row 2: no value \(or only whitespace\) in column\(s\) \['text'\]"),
+    "whitespace-only input field": (lambda t: load_generic(write(t, "d.csv", 'text,label\n" \t ",pos\n'), **GENERIC),
+                                    r"d\.csv row 2: no value \(or only whitespace\) in column\(s\) \['text'\]"),
     "missing label": (lambda t: load_generic(write(t, "d.jsonl", '{"text": "a"}\n'), **GENERIC),
-                      r"d\.jsonl row 1: missing value for column\(s\) \['label'\]"),
+                      r"d\.jsonl row 1: no value \(or only whitespace\) in column\(s\) \['label'\]"),
     "unknown label": (lambda t: load_generic(write(t, "d.csv", "text,label\na,pos\nb,meh\n"), **GENERIC),
                       r"d\.csv row 3: label 'meh' in column 'label' is not one of \['pos', 'neg'\]"),
     "duplicate ids": (lambda t: load_generic(write(t, "d.csv", "id,text,label\n1,a,pos\n1,b,neg\n"), id_field="id",
-                                             **GENERIC), r"d\.csv: rows 1 and 2 have the same id '1'"),
+                                             **GENERIC), r"d\.csv: rows 2 and 3 have the same id '1'"),
     "unsupported file type": (lambda t: load_generic(write(t, "d.xlsx", "x"), **GENERIC),
                               r"d\.xlsx: unsupported file type '\.xlsx'"),
     "data file not found": (lambda t: load_generic(t / "nope.csv", **GENERIC), r"data file not found: .*nope\.csv"),
@@ -63,29 +84,49 @@ CASES = {
     "stereoset: missing field": (lambda t: load_stereoset(write(t, "s.json", json.dumps({"data": {
         "intrasentence": [{"id": "x1", "bias_type": "race", "sentences": []}]}}))),
         r"item 0 \(id x1\): missing field 'context'"),
+    "stereoset: whitespace-only context": (lambda t: load_stereoset(write(t, "s.json", stereoset_item(context="  "))),
+                                           r"item 0 \(id x1\): the context is empty or only whitespace"),
+    "stereoset: unknown split": (lambda t: load_stereoset(write(t, "s.json", stereoset_item(split="validation"))),
+                                 r"item 0 \(id x1\): split 'validation' is not one of \('train', 'dev', 'test'\)"),
     "contract_nli: unknown label": (lambda t: load_contract_nli(write(t, "c.json", json.dumps({
         "labels": {"nda-1": {"hypothesis": "h"}},
         "documents": [{"id": 7, "text": "t", "spans": [[0, 1]],
                        "annotation_sets": [{"annotations": {"nda-1": {"choice": "Maybe", "spans": []}}}]}]}))),
-        r"document 0 hypothesis nda-1: label 'Maybe' is not one of"),
+        r"document 0 \(id 7\) hypothesis nda-1: label 'Maybe' is not one of"),
     "split name typo": (lambda t: load_split(DataConfig(dataset="stereoset", path=str(write(t, "s.json", json.dumps(
         {"data": {"intrasentence": []}})))), "valid"), r"unknown split 'valid'"),
+    "split name typo, generic": (lambda t: load_generic(write(t, "d.csv", "text,label\n"), split="valid", **GENERIC),
+                                 r"unknown split 'valid'"),
+    "split name typo, stereoset rows": (lambda t: load_stereoset(write(t, "s.json", stereoset_item()), split="tst"),
+                                        r"unknown split 'tst'"),
     "config: unknown key": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text() + "\nsaerch: {}\n")),
                             r"c\.yaml: invalid config: saerch: Extra inputs are not permitted"),
     "config: bad value": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text().replace(
-        "max_refine_iters: 1", "max_refine_iters: -1"))), r"pld\.max_refine_iters: Input should be greater"),
+        "max_refine_iters: 1", "max_refine_iters: -1"))),
+        r"invalid config: pld: max_refine_iters=-1: Input should be greater"),
+    "config: duplicated key": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text() + "seed: 1\n")),
+                               r"c\.yaml: not valid YAML: [\s\S]*the key 'seed' is given twice \(lines "
+                               + r"{} and {}\)".format(*_seed_lines())),
     "config: not YAML": (lambda t: load_config(write(t, "c.yaml", "data: [unclosed\n")), r"c\.yaml: not valid YAML"),
     "config: fractions": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text().replace(
         "framing: bias_type", "framing: bias_type\n  fractions: [0.5, 0.5, 0.5]"))), r"data\.fractions: .*sum to 1"),
     "model string without provider": (lambda t: make_lm("gpt4"), r"invalid model string 'gpt4': use provider/model"),
     "unknown local model": (lambda t: resolve_gguf("llama-9000"), r"unknown local model 'llama-9000'"),
-    "rules.json: unknown key": (lambda t: RuleSet.load(write(t, "rules.json", json.dumps({
-        "predictor": "p", "label_field": "label", "labels": ["a", "b"], "base_instructions": "x", "rules": [],
-        "usage": [], "colour": "red"}))), r"colour\n  Extra inputs are not permitted"),
-    "rules.json: selection names a missing rule": (lambda t: RuleSet.load(write(t, "rules.json", json.dumps({
-        "predictor": "p", "label_field": "label", "labels": ["a", "b"], "base_instructions": "x", "rules": [],
-        "selection": [{"rule_id": "R9"}], "usage": []}))).render_instructions(), r"selection names rule 'R9'"),
+    "ollama api_base: bad port": (lambda t: ollama_host("http://host:abc"),
+                                  r"api_base='http://host:abc' is not a host\[:port\] or URL"),
+    "ollama api_base: a space": (lambda t: ollama_host("my host"), r"api_base='my host' is not a host\[:port\]"),
+    "rules.json: unknown key": (lambda t: RuleSet.load(rules_file(t, usage=[], colour="red")),
+                                r"colour\n  Extra inputs are not permitted"),
+    "rules.json: selection names a missing rule": (lambda t: RuleSet.load(rules_file(
+        t, selection=[{"rule_id": "R9"}], usage=[])), r"selection names rule 'R9'"),
     "rules.json: not JSON": (lambda t: RuleSet.load(write(t, "rules.json", "{oops")), r"rules\.json: not valid JSON"),
+    "rules.json: unknown format_version": (lambda t: RuleSet.load(rules_file(t, format_version=3)),
+                                           r"format_version 3 is not one this pld-optim reads \(1, 2\)"),
+    "rules.json: duplicated rule ids": (lambda t: RuleSet.load(rules_file(
+        t, rules=[{"id": "R1", "text": "t"}, {"id": "R1", "text": "u"}])), r"rule ids \['R1'\] occur more than once"),
+    "rules.json: a label not in labels": (lambda t: RuleSet.load(rules_file(
+        t, rules=[{"id": "R1", "text": "t", "label": "c"}])), r"rules carry labels \['c'\] that are not among labels"),
+    "rules.json: a folder": (lambda t: RuleSet.load(t), r"is a folder; give its rules\.json"),
 }
 
 
@@ -97,11 +138,16 @@ def test_bad_input_is_named(name, tmp_path):
     assert re.search(message, str(err.value)), f"{name}: {err.value}"
 
 
-class Classify(dspy.Signature):
-    """Label."""
+def test_ollama_host_names_the_environment_variable_it_read(monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "bad host:x")
+    with pytest.raises(ValueError, match=r"OLLAMA_HOST='bad host:x' is not a host\[:port\] or URL"):
+        ollama_host()
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:11434")
+    assert ollama_host() == "http://gpu-box:11434" and ollama_host("http://x:1/v1/") == "http://x:1"
 
-    text: str = dspy.InputField()
-    label: Literal["pos", "neg"] = dspy.OutputField()
+
+def test_rules_json_format_version_1_still_loads(tmp_path):
+    assert RuleSet.load(rules_file(tmp_path, format_version=1)).format_version == 1
 
 
 def _never_called(*args):
@@ -115,6 +161,12 @@ def _never_called(*args):
     ([dspy.Example(text="a", label="pos"), dspy.Example(text="b", label="neg")], [], "the dev split is empty"),
     ([dspy.Example(text="a", label="pos"), dspy.Example(text="b", label="bad")], None,
      "train row 1 has label 'bad'"),
+    ([dspy.Example(text="a", label="pos"), dspy.Example(text=" ", label="neg")], None,
+     r"train row 1 has no value \(or only whitespace\) for field\(s\) \['text'\]"),
+    # Dev items that are train items by content (another id, other spacing) would score what was mined.
+    ([dspy.Example(id="1", text="a b", label="pos"), dspy.Example(id="2", text="c", label="neg")],
+     [dspy.Example(id="9", text=" a  b", label="pos")],
+     r"1 dev examples have the same inputs as train examples.*allow_overlap"),
 ])
 def test_bad_splits_fail_before_any_lm_call(train, dev, message):
     from pld_optim.testing import scripted_lm
@@ -122,7 +174,14 @@ def test_bad_splits_fail_before_any_lm_call(train, dev, message):
     teacher = scripted_lm(_never_called)
     with dspy.context(lm=scripted_lm(_never_called)):
         with pytest.raises(ValueError, match=message):
-            PLD(teacher=teacher).compile(dspy.Predict(Classify), trainset=train, valset=dev)
+            PLD(teacher=teacher).compile(dspy.Predict(Sentiment), trainset=train, valset=dev)
+
+
+def test_allow_overlap_goes_on_and_records_the_overlap():
+    train = [dspy.Example(id="1", text="a b", label="pos"), dspy.Example(id="2", text="c", label="neg")]
+    dev = [dspy.Example(id="9", text="a b", label="pos")]
+    run = PLD(allow_overlap=True).prepare(dspy.Predict(Sentiment), train, dev)
+    assert run.overlap == {"train/dev": 1} and len(run.dev) == 1
 
 
 def _cli(*args):

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Literal
 
 import dspy
 import pytest
@@ -17,23 +16,19 @@ import pytest
 pytest.importorskip("llama_cpp")
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from conftest import Classify, stage_context  # noqa: E402
 from ollama_server import OllamaStub  # noqa: E402
 
-from pld_optim.adapter import LabelAdapter  # noqa: E402
-from pld_optim.gates import Gate  # noqa: E402
-from pld_optim.mine import mine_rules  # noqa: E402
-from pld_optim.models import LlamaCppEngine, make_lm  # noqa: E402
-from pld_optim.scoring import run_student, score_outcomes  # noqa: E402
-from pld_optim.task import resolve_task  # noqa: E402
+from pld_optim.evaluation.scoring import run_student, score_outcomes  # noqa: E402
+from pld_optim.evaluation.task import resolve_task  # noqa: E402
+from pld_optim.files import JsonlLog  # noqa: E402
+from pld_optim.lm.adapter import LabelAdapter  # noqa: E402
+from pld_optim.lm.engine import LlamaCppEngine  # noqa: E402
+from pld_optim.lm.factory import make_lm  # noqa: E402
+from pld_optim.records import MinedRule  # noqa: E402
+from pld_optim.stages.mine import mine  # noqa: E402
 
 pytestmark = pytest.mark.real_model
-
-
-class Classify(dspy.Signature):
-    """Classify the bias type of the sentence."""
-
-    sentence: str = dspy.InputField()
-    label: Literal["gender", "race", "religion"] = dspy.OutputField()
 
 
 EXAMPLES = [dspy.Example(id=f"e{i}", sentence=f"Sentence {i} about a mother.", label="gender").with_inputs("sentence")
@@ -112,18 +107,18 @@ def test_a_refusing_teacher_is_recorded_not_fatal():
     server = stub()
     server.fault = lambda path, body: (("content", "I'm sorry, I can't help with labelling that.")
                                        if path == "/v1/chat/completions" else None)
-    task = resolve_task(dspy.Predict(Classify))
     with dspy.context(adapter=LabelAdapter()):  # as PLD.compile runs every stage
-        mined = mine_rules(EXAMPLES[:3], task, lm_for(server), gate=Gate(task.labels), num_threads=1)
+        result = mine(stage_context(lm_for(server), EXAMPLES, num_threads=1), EXAMPLES[:3])
     server.shutdown()
-    assert len(mined) == 3 and all(m.error for m in mined)
+    assert len(result.mined) == 3 and all(m.error for m in result.mined) and not result.good()
+    assert result.failures + len(result.refusals) == 3  # each recorded, as a failure or a refusal
 
 
 def test_server_dying_mid_mining_then_the_rerun_resumes(tmp_path):
-    checkpoint = tmp_path / "mined.jsonl"
-    task = resolve_task(dspy.Predict(Classify))
+    checkpoint = JsonlLog(tmp_path / "mined.jsonl", MinedRule)
+    # Two cues: the stage's gate knows the task text, so "sentence" alone is no cue (stages/gates.py no_cue).
     answer = json.dumps({"rationale": "The word mother signals gender.",
-                         "rule": "If the sentence is about a mother, answer gender."})
+                         "rule": "If the sentence is about a mother or her children, answer gender."})
     server = stub()
     port = server.server_address[1]
     served = []
@@ -139,8 +134,8 @@ def test_server_dying_mid_mining_then_the_rerun_resumes(tmp_path):
 
     server.fault = fault
     with dspy.context(adapter=LabelAdapter()):
-        first = mine_rules(EXAMPLES, task, lm_for(server, num_retries=0), gate=Gate(task.labels), num_threads=1,
-                           checkpoint=checkpoint)
+        first = mine(stage_context(lm_for(server, num_retries=0), EXAMPLES, num_threads=1), EXAMPLES,
+                     checkpoint=checkpoint).mined
     assert sum(m.error is None for m in first) == 2, [m.error for m in first]
     errors = [m.error for m in first if m.error]
     assert len(errors) == 4, errors  # recorded per example; the run went on to the end
@@ -149,8 +144,7 @@ def test_server_dying_mid_mining_then_the_rerun_resumes(tmp_path):
     revived = OllamaStub(ENGINE, served=["gemma3:4b"], port=port).start()
     revived.fault = lambda path, body: ("content", answer) if path == "/v1/chat/completions" else None
     with dspy.context(adapter=LabelAdapter()):
-        second = mine_rules(EXAMPLES, task, lm_for(revived), gate=Gate(task.labels), num_threads=1,
-                            checkpoint=checkpoint)
+        second = mine(stage_context(lm_for(revived), EXAMPLES, num_threads=1), EXAMPLES, checkpoint=checkpoint).mined
     revived.shutdown()
     assert all(m.error is None for m in second)
     asked = [b for p, b in revived.requests if p == "/v1/chat/completions"]

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import dspy
 import pytest
+import yaml
 from conftest import Classify, make_examples, student_respond, teacher_respond
 
-from pld_optim import PLD, RuleSet
+from pld_optim import PLD, RuleSet, RunFolder
 from pld_optim.cli import main
-from pld_optim.pld import split_dev
-from pld_optim.run_folder import LOCK, atomic_write_text
-from pld_optim.task import normalize_label, resolve_task
+from pld_optim.compile_run import split_dev
+from pld_optim.evaluation.task import resolve_task
+from pld_optim.files import atomic_write_text
+from pld_optim.lm.labels import normalize_label
+from pld_optim.run.folder import FINGERPRINT, LOCK
 from pld_optim.testing import scripted_lm
 
 CONFIG = Path(__file__).parents[2] / "pld_optim" / "configs" / "quickstart.yaml"
@@ -47,7 +50,7 @@ def test_an_answer_maps_to_a_label_only_when_it_names_exactly_one(labels, raw, e
 # -- PLD's own dev split does not collide with the loaders' hashed splits ---------------------------------
 
 def test_no_valset_carves_a_quarter_of_any_loader_split():
-    from pld_optim.config import load_config, load_split
+    from pld_optim.cli.config import load_config, load_split
 
     cfg = load_config(str(CONFIG))
     task = resolve_task(dspy.Predict(Classify))
@@ -97,32 +100,60 @@ def test_a_folder_from_a_run_without_fingerprint_is_refused(tmp_path):
         _compile(tmp_path)
 
 
-def test_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def test_a_folder_in_use_is_refused_and_its_lock_goes_with_its_process(tmp_path):
+    code = ("import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / LOCK)], stdout=subprocess.PIPE, text=True)
     try:
-        import socket
-
-        (tmp_path / LOCK).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "since": "now"}))
-        with pytest.raises(ValueError, match=f"in use by another compile \\(pid {holder.pid}"):
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match="is in use by another pld-optim command"):
             _compile(tmp_path)
-        assert not (tmp_path / "mined.jsonl").exists()
+        assert not (tmp_path / "mined.jsonl").exists() and not (tmp_path / FINGERPRINT).exists()
     finally:
         holder.kill()
         holder.wait()
-    _compile(tmp_path)  # its process is gone: the lock is stale and taken over
-    assert not (tmp_path / LOCK).exists()
+    assert (tmp_path / LOCK).exists()  # the lock file a killed process leaves is no lock: the OS released it
+    _compile(tmp_path)
+    assert (tmp_path / "rules.json").exists()
 
 
-def test_cli_fresh_starts_over(tmp_path):
+def test_the_folder_lock_is_reentrant_within_one_process(tmp_path):
+    # The CLI holds the lock around PLD.compile, which takes it again through its own RunFolder.
+    with RunFolder(tmp_path).writing():
+        assert _compile(tmp_path) > 0
+    assert RuleSet.load(tmp_path / "rules.json").rules
+
+
+def test_cli_fresh_starts_over_only_in_a_folder_a_compile_wrote(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "mined.jsonl").write_text("{}\n")
     (out / "notes.txt").write_text("mine")
     assert main(["compile", str(CONFIG), "--out", str(out), "--fresh", "--dry-run"]) == 0
     assert (out / "mined.jsonl").exists()  # a dry run removes nothing
-    from pld_optim.run_folder import clear_run
+    # No fingerprint.json: nothing shows a compile wrote these files, so --fresh removes none of them.
+    capsys.readouterr()
+    assert main(["compile", str(CONFIG), "--out", str(out), "--fresh"]) == 2
+    assert "has no fingerprint.json, so no compile wrote it" in capsys.readouterr().err
+    assert (out / "mined.jsonl").exists() and (out / "notes.txt").exists()
+    with pytest.raises(ValueError, match="Nothing was removed"):
+        RunFolder(out).clear()
+    (out / FINGERPRINT).write_text(json.dumps({"data": {}, "params": {}}))
+    assert RunFolder(out).clear() == [FINGERPRINT, "mined.jsonl"] and (out / "notes.txt").exists()
+    assert RunFolder(out).clear() == []  # only what a compile writes, and only once
 
-    assert clear_run(out) == ["mined.jsonl"] and (out / "notes.txt").exists()  # only what a compile writes
+
+def test_cli_fresh_checks_everything_before_it_removes_anything(tmp_path, capsys):
+    out = tmp_path / "run"
+    _compile(out)  # a real earlier run: fingerprint.json, mined.jsonl, rules.json, ...
+    before = sorted(p.name for p in out.iterdir())
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["search"]["storage"] = "not a url"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["compile", str(config), "--out", str(out), "--fresh"]) == 2
+    assert "is not a database URL" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 # -- writes never lose the previous file -------------------------------------------------------------------
@@ -161,10 +192,17 @@ def test_bad_study_storage_fails_before_any_lm_call(tmp_path, storage, message):
 
 
 def test_a_failed_search_keeps_refinements_rules_and_says_how_to_rerun(tmp_path):
+    import optuna
+
+    class Broken(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):
+            raise RuntimeError("the sampler broke")
+
     teacher = scripted_lm(teacher_respond, "teacher")
     with dspy.context(lm=scripted_lm(student_respond, "student")):
-        with pytest.raises(RuntimeError, match=r"search failed.*kept in .*rules\.json.*only the search runs again"):
-            PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, search={"n_trials": 2, "max_prompt_tokens": 1}
+        with pytest.raises(RuntimeError, match=r"search failed \(RuntimeError: the sampler broke\).*kept in "
+                                               r".*rules\.json.*only the search runs again"):
+            PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, search={"n_trials": 2, "sampler": Broken()}
                 ).compile(dspy.Predict(Classify), trainset=make_examples(30), valset=make_examples(12, offset=100))
     rules = RuleSet.load(tmp_path / "rules.json")
     assert len(rules.active_rules()) == 3 and rules.search is None
@@ -197,12 +235,20 @@ def test_cli_arguments_that_meant_something_else(tmp_path, capsys):
     assert main(["evaluate", str(CONFIG), "--program", str(tmp_path / "other.json")]) == 2
     assert "compiled for another task" in capsys.readouterr().err
 
-    assert main(["compare", str(CONFIG), "--out", str(tmp_path / "c"), "--seeds", "0,a", "--dry-run"]) == 2
-    assert "expected comma-separated integers" in capsys.readouterr().err
+    for argv, message in ((["compare", str(CONFIG), "--out", str(tmp_path / "c"), "--seeds", "0,a"],
+                           "expected a whole number, got 'a'"),
+                          (["compare", str(CONFIG), "--out", str(tmp_path / "c"), "--optimizers", "pld,textgrad"],
+                           "unknown optimizer(s) ['textgrad']"),
+                          (["compile", str(CONFIG), "--out", str(tmp_path / "o"), "--seed", "-1"],
+                           "must be between 0 and 2**32 - 1, got -1")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--dry-run"])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
 
 
 def test_an_empty_yaml_section_is_not_read_as_absent(tmp_path):
-    from pld_optim.config import load_config
+    from pld_optim.cli.config import load_config
 
     text = CONFIG.read_text()
     head, _, tail = text.partition("search:\n")
@@ -213,3 +259,62 @@ def test_an_empty_yaml_section_is_not_read_as_absent(tmp_path):
         load_config(path)
     path.write_text(head + "search: {}\n" + body)
     assert load_config(path).search is not None
+
+
+def test_a_duplicated_yaml_key_is_refused(tmp_path):
+    import re
+
+    from pld_optim.cli.config import load_config
+
+    path = tmp_path / "c.yaml"
+    text, n = re.subn(r"^(  max_clusters: .*)$", r"\1\n  max_clusters: 3", CONFIG.read_text(), count=1, flags=re.M)
+    assert n == 1  # the quickstart config sets pld.max_clusters; YAML would silently keep the second value
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"the key 'max_clusters' is given twice"):
+        load_config(path)
+
+
+# -- a student that gives no valid answer stops the compile before the teacher is paid ---------------------
+
+def test_a_student_with_mostly_invalid_answers_stops_before_mining():
+    teacher = scripted_lm(teacher_respond, "teacher")
+    answers = iter(["race", "perhaps", "no idea", "unclear"] * 20)
+    student = scripted_lm(lambda s, u: {"label": next(answers)}, "student")  # 3 of 4 outside the labels
+    with dspy.context(lm=student):
+        with pytest.raises(RuntimeError, match=r"no valid label for 9 of 12 dev examples zero-shot.*max_invalid_share"):
+            PLD(teacher=teacher).compile(dspy.Predict(Classify), trainset=make_examples(30),
+                                         valset=make_examples(12, offset=100))
+    assert _teacher_calls(teacher) == 0
+
+
+def test_limit_takes_a_label_stratified_sample_not_the_first_rows(tmp_path):
+    from pld_optim.datasets import load_generic
+
+    rows = "".join(f"pos text {i},pos\n" for i in range(10)) + "".join(f"neg text {i},neg\n" for i in range(10))
+    (tmp_path / "d.csv").write_text("text,label\n" + rows)
+    kwargs = dict(inputs=["text"], label="label", labels=["pos", "neg"], limit=4)
+    sample = load_generic(tmp_path / "d.csv", **kwargs)
+    assert sorted(e.label for e in sample) == ["neg", "neg", "pos", "pos"]  # the first 4 rows are all pos
+    assert [e.text for e in load_generic(tmp_path / "d.csv", **kwargs)] == [e.text for e in sample]  # seeded
+
+
+def test_files_with_a_byte_order_mark_or_line_separators_read_whole(tmp_path):
+    from pld_optim.datasets import load_generic
+
+    (tmp_path / "d.csv").write_bytes("\ufefftext,label\na,pos\nb,neg\n".encode())  # Excel's "CSV UTF-8"
+    assert [e.text for e in load_generic(tmp_path / "d.csv", inputs=["text"], label="label")] == ["a", "b"]
+    line = json.dumps({"text": "one\u2028record", "label": "pos"}, ensure_ascii=False)
+    (tmp_path / "d.jsonl").write_text(line + "\n", encoding="utf-8")
+    (row,) = load_generic(tmp_path / "d.jsonl", inputs=["text"], label="label")
+    assert row.text == "one\u2028record"
+
+
+def test_a_stereoset_item_may_carry_its_own_split(tmp_path):
+    from pld_optim.datasets import load_stereoset
+
+    items = [{"id": f"x{i}", "bias_type": "race", "context": f"c{i}", "split": split,
+              "sentences": [{"sentence": f"s{i}", "gold_label": "stereotype"}]}
+             for i, split in enumerate(["train", "dev", "test", "dev"])]
+    (tmp_path / "s.json").write_text(json.dumps({"data": {"intrasentence": items}}))
+    assert [e.id for e in load_stereoset(tmp_path / "s.json", split="dev")] == ["x1", "x3"]
+    assert "split" not in load_stereoset(tmp_path / "s.json", split="dev")[0]

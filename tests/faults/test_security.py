@@ -4,9 +4,8 @@ import logging
 
 import dspy
 
-from pld_optim import PLD, RuleSet
-from pld_optim.pld import save_artifacts
-from pld_optim.report import render_report
+from pld_optim import PLD, RuleSet, RunFolder
+from pld_optim.run.report import render_report
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 
@@ -21,7 +20,7 @@ def test_api_keys_stay_out_of_artifacts_reports_and_logs(teacher, student, data,
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
     # A predictor bound to a keyed API model is saved too: the key must not be written.
     compiled.predictors()[0].set_lm(dspy.LM("openai/gpt-4o-mini", api_key=SECRET, max_tokens=8))
-    save_artifacts(compiled, pld.rules_, tmp_path)
+    RunFolder(tmp_path).save(compiled, pld.rules_)
     (tmp_path / "report.md").write_text(render_report(pld.rules_))
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -44,6 +43,9 @@ def test_text_from_data_and_teacher_is_never_executed(tmp_path, student):
         label: Literal["gender", "race"] = dspy.OutputField()
 
     def teacher_respond(system, user):
+        system = " ".join(system.split())
+        if "It gives the failures below the wrong label" in system:  # a corrective rule, the payload inside it
+            return {"rationale": payload, "rule": f"If the sentence mentions a daughter, answer gender. {payload}"}
         if "Merge labelling rules that all lead" in system:
             return {"instruction": "{{" + payload + "}} If it mentions she, answer gender.", "phrasings": [payload]}
         if "You write labelling rules for a small model" in system:

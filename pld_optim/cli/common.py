@@ -1,0 +1,60 @@
+"""What the commands share: models from a config, the run folder's DSPy cache, preflight checks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import dspy
+
+from pld_optim.cli.config import ModelConfig, RunConfig
+from pld_optim.lm.factory import make_lm
+from pld_optim.lm.ollama import preflight_all
+from pld_optim.run.folder import check_cache
+
+
+def lm_from_config(cfg: ModelConfig, *, max_tokens: int | None = None, **extra) -> dspy.BaseLM:
+    """An LM from a config's `student:` / `teacher:` section."""
+    engine = {"n_ctx": cfg.n_ctx} if cfg.n_ctx and cfg.model.startswith("local/") else {}
+    return make_lm(cfg.model, max_tokens=max_tokens or cfg.max_tokens, temperature=cfg.temperature,
+                   api_base=cfg.api_base, **engine, **extra)
+
+
+def preflight(cfg: RunConfig, *, teacher: bool = True, pull: bool = False) -> None:
+    """Ollama reachable and the models pulled, before any teacher call (a no-op for other models)."""
+    models = [cfg.student] + ([cfg.teacher] if teacher else [])
+    preflight_all([m.model for m in models], {m.model: m.api_base for m in models}, pull=pull)
+
+
+def use_disk_cache(folder: Path) -> None:
+    """The cache lives with the run: rerunning the same command after an interruption replays finished LM
+    calls for free and continues where it stopped."""
+    check_cache(folder)
+    dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(folder))
+
+
+def run_context(cfg: RunConfig, config: str, seed: int | None = None) -> dict:
+    """The header of report.md and review.html: which config, models and seed made the folder."""
+    return {"config": config, "student": cfg.student.model, "teacher": cfg.teacher.model,
+            "seed": cfg.seed if seed is None else seed}
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {value}")
+    return value
+
+
+def seeds(text: str) -> list[int]:
+    return [seed(part.strip()) for part in text.split(",") if part.strip()] or [0]

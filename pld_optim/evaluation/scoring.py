@@ -1,0 +1,121 @@
+"""Corpus-level scoring of a student: macro F1 over a whole split, never a mean of per-example scores.
+
+`dspy.Evaluate.score` is a per-example average, which cannot express macro F1 (dspy#556, #1891), so we
+run `dspy.Evaluate` for its threading, progress and error capture and score its predictions here. An
+answer outside the label set counts as wrong for its gold class; an exception is recorded per example.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dspy
+from pydantic import BaseModel, Field
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from pld_optim.evaluation.task import Task, example_id
+from pld_optim.lm.labels import normalize_label
+
+logger = logging.getLogger(__name__)
+
+INVALID = "<invalid>"
+
+
+class Outcome(BaseModel):
+    example_id: str
+    gold: str
+    pred: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gold
+
+
+class Score(BaseModel):
+    macro_f1: float
+    accuracy: float
+    per_class_f1: dict[str, float]
+    n: int
+    failures: int
+    invalid: int
+    confusion: list[list[int]] = Field(
+        default_factory=list, description="rows: gold in label order; columns: the labels, then answers outside them")
+
+
+def score_outcomes(outcomes: list[Outcome], labels: list[str]) -> Score:
+    if not outcomes:
+        raise ValueError("cannot score an empty split")
+    golds = [o.gold for o in outcomes]
+    preds = [o.pred if o.pred in labels else INVALID for o in outcomes]
+    per_class = f1_score(golds, preds, labels=labels, average=None, zero_division=0)
+    return Score(
+        macro_f1=float(f1_score(golds, preds, labels=labels, average="macro", zero_division=0)),
+        accuracy=float(accuracy_score(golds, preds)),
+        per_class_f1={label: float(v) for label, v in zip(labels, per_class)},
+        n=len(outcomes),
+        failures=sum(o.error is not None for o in outcomes),
+        invalid=sum(o.error is None and o.pred not in labels for o in outcomes),
+        confusion=confusion_matrix(golds, preds, labels=[*labels, INVALID])[: len(labels)].tolist(),
+    )
+
+
+def run_student(
+    program: dspy.Module,
+    examples: list[dspy.Example],
+    task: Task,
+    *,
+    num_threads: int = 1,
+    progress: bool = False,
+) -> list[Outcome]:
+    """One prediction per example; a failure is an Outcome with `error`, never an aborted run."""
+    if not examples:
+        return []
+    def guarded(**inputs):
+        # Evaluate cancels the whole run after max_errors; catching here keeps one bad answer local.
+        start = time.perf_counter()
+        try:
+            prediction = program(**inputs)
+        except Exception as exc:  # noqa: BLE001 - any student failure is data, not a crash
+            prediction = dspy.Prediction(_pld_error=f"{type(exc).__name__}: {exc}"[:500])
+        prediction._pld_seconds = time.perf_counter() - start
+        return prediction
+
+    def metric(example, prediction):
+        return float(_label_of(prediction, task) == str(example[task.label_field]))
+
+    evaluator = dspy.Evaluate(
+        devset=examples,
+        metric=metric,
+        num_threads=num_threads,
+        display_progress=progress,
+        max_errors=len(examples) + 1,
+        provide_traceback=False,
+    )
+    result = evaluator(guarded)
+    outcomes = []
+    for example, prediction, _ in result.results:
+        error = prediction.get("_pld_error") if isinstance(prediction, dspy.Prediction) else None
+        if prediction is None or (isinstance(prediction, dspy.Prediction) and not prediction.keys()):
+            error = "no prediction (the call raised inside dspy.Evaluate)"
+        outcomes.append(
+            Outcome(
+                example_id=example_id(example, task.input_fields),
+                gold=str(example[task.label_field]),
+                pred=None if error else _label_of(prediction, task),
+                error=error,
+                seconds=getattr(prediction, "_pld_seconds", 0.0),
+            )
+        )
+    return outcomes
+
+
+def _label_of(prediction, task: Task) -> str | None:
+    if prediction is None:
+        return None
+    raw = prediction.get(task.label_field) if hasattr(prediction, "get") else None
+    if raw is None:
+        return None
+    return normalize_label(raw, task.labels) or str(raw)

@@ -1,0 +1,33 @@
+"""The search's settings: the YAML `search:` section and `PLD(search=...)`, checked by one schema."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    n_trials: int = Field(30, ge=1, description="total trials in the study, counting earlier runs")
+    timeout: float | None = Field(None, gt=0, description="seconds for this run")
+    max_student_calls: int | None = Field(None, gt=0, description="stop starting trials past this many calls")
+    minibatch_size: int = Field(16, gt=0)
+    max_prompt_tokens: int | None = Field(None, gt=0, description="hard cap on the system prompt and demos")
+    multi_objective: bool = False
+    sampler: Literal["local", "tpe", "random"] | optuna.samplers.BaseSampler = Field(
+        "local", description="local: edits of the best prompt so far; or any Optuna sampler object (Python). "
+                             "multi_objective with a name uses NSGA-II")
+    pruner: Literal["median", "none"] | optuna.pruners.BasePruner = Field(
+        "median", description="or any Optuna pruner object (Python)")
+    n_startup_trials: int = Field(8, ge=0)
+    storage: str | optuna.storages.BaseStorage | None = Field(
+        None, description="Optuna storage URL or object; default sqlite in out_dir, else memory")
+    study_name: str | None = None
+    pick_max_tokens: int | None = Field(None, gt=0, description="multi-objective: best F1 within this many tokens")
+    plots: bool = True
+
+    def sampler_name(self) -> str:
+        return self.sampler if isinstance(self.sampler, str) else type(self.sampler).__name__

@@ -1,0 +1,99 @@
+"""Where the Optuna study lives: SQLite in the output folder by default, any RDB URL, or a storage object.
+
+The study is opened with `load_if_exists`, so running the same compile again continues it. `check_storage`
+runs before any LM call (and in a dry run): it reads, never creates, so a dry run leaves no database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import optuna
+
+from pld_optim.search.config import SearchConfig
+
+
+def storage_url(config: SearchConfig, out_dir: Path | None) -> str | optuna.storages.BaseStorage | None:
+    """The configured storage, else `study.db` in the output folder, its path quoted for a URL (a folder
+    named `a?b` or `50%` would otherwise point somewhere else)."""
+    if config.storage is not None:
+        return config.storage
+    if out_dir is None:
+        return None
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str((Path(out_dir) / "study.db").resolve())).render_as_string()
+
+
+def open_storage(storage: str | optuna.storages.BaseStorage, attempts: int = 6) -> optuna.storages.BaseStorage:
+    """An RDB storage, retried: workers started together on a fresh database race to create Optuna's
+    tables (PostgreSQL raises on the duplicate enum type); the loser succeeds once the tables exist."""
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    import sqlalchemy.exc
+    import tenacity
+
+    retry = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(sqlalchemy.exc.SQLAlchemyError), reraise=True,
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_incrementing(0.2, 0.2) + tenacity.wait_random(0, 0.3))
+    return retry(optuna.storages.RDBStorage, storage, engine_kwargs={"pool_pre_ping": True})
+
+
+def check_storage(config: SearchConfig, out_dir: Path | None) -> None:
+    """A malformed URL, a database that cannot be reached, or a file that is not an Optuna study fails now,
+    with the way out, instead of after mining and refinement have been paid for."""
+    import sqlalchemy
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    url = storage_url(config, out_dir)
+    if url is None or isinstance(url, optuna.storages.BaseStorage):
+        return
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ValueError(f"search.storage={url!r} is not a database URL (e.g. sqlite:///study.db or "
+                         "postgresql://user@host/db)") from exc
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite(url, parsed)
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        with engine.connect() as connection:
+            tables = sqlalchemy.inspect(connection).get_table_names()
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database is the same error to the user
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"search storage {parsed.render_as_string()} cannot be reached ({type(exc).__name__}: "
+                         f"{reason}); check the server, the database name and search.storage") from None
+    _check_tables(tables, parsed.render_as_string(), "check search.storage")
+
+
+def _check_sqlite(url: str, parsed) -> None:
+    import sqlite3
+
+    if not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if not path.exists():
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"search storage {url}: cannot create {path} ({parent} is not a writable folder); "
+                             "set search.storage or --out to a writable place")
+        return  # a new study: created when the search starts
+    try:
+        with sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True) as connection:
+            tables = [row[0] for row in connection.execute("select name from sqlite_master where type='table'")]
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"search storage {url} cannot be read ({exc}); delete {path} to start the search "
+                         "afresh") from None
+    _check_tables(tables, url, f"delete {path} to start the search afresh")
+
+
+def _check_tables(tables: list[str], where: str, fix: str) -> None:
+    if tables and "studies" not in tables:
+        raise ValueError(f"search storage {where} holds tables ({', '.join(sorted(tables)[:5])}) but no Optuna "
+                         f"study; {fix}")

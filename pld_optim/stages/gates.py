@@ -1,0 +1,265 @@
+"""Rule-quality gates: what a reviewer would reject never reaches the student's prompt.
+
+Every rule a teacher writes (mined, merged, or rewritten by refinement) passes through `check`. A refusal
+is recorded with its reason, never silently dropped: the student follows its rules faithfully, so a
+template copied from a field description, a fragment of a broken list, a rule that names no label, or a
+rule that names a group taken from its example (the paper's own warning for StereoSet) must stop here.
+
+Each gate is a plain function of the text and what it is checked against; `check` returns the first
+reason that applies, or None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+# Template placeholders a teacher copied from a prompt: <general cue>, {label}, [LABEL], "X".
+_PLACEHOLDER = re.compile(r"<[^<>\n]{1,40}>|\{[^{}\n]{1,40}\}|\[[A-Z][A-Z _-]{1,29}\]"
+                          r"|\[[^\]\n]{0,20}\b(?:label|cue|category|class|word)\b[^\]\n]{0,20}\]|\bLABEL\b|\bCUE\b")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+# Words that say how to answer rather than what to look for: they are no cue.
+_TEMPLATE_WORDS = {"answer", "label", "labels", "choose", "pick", "select", "classify", "classified", "output",
+                   "return", "respond", "rule", "rules", "correct", "example", "examples", "case", "cases",
+                   "instruction", "instructions", "given", "explained", "earlier", "question", "true", "always"}
+_DANGLING = ("and", "or", "but", "the", "a", "an", "of", "to", "with", "which", "that", "if", "is", "as", "e.g")
+
+
+@dataclass
+class Gate:
+    """What one rule is checked against: the task's labels and text, and the inputs of its examples.
+
+    `common_words` are words in many train inputs (boilerplate such as StereoSet's BLANK or a contract's
+    "Agreement"): naming them is not naming an entity from one example.
+    """
+
+    labels: list[str]
+    task_text: str = ""
+    common_words: set[str] = field(default_factory=set)
+    borrowed: set[str] = field(default_factory=set)  # words of the prompts' worked examples absent from the data
+    min_words: int = 5
+    max_words: int = 80
+
+    def check(self, text: str, examples: Iterable[str] = (), *, copied_from: Iterable[str] = ()) -> str | None:
+        examples = list(examples)
+        return (placeholder(text) or addresses_model(text) or fragment(text, self.min_words, self.max_words)
+                or loops(text)
+                or copies(text, [self.task_text, *copied_from, *examples])
+                or no_label(text, self.labels) or no_cue(text, self.labels, self.task_text)
+                or names_group(text) or borrows(text, self.borrowed)
+                or names_entity(text, examples, self.labels, self.task_text, self.common_words))
+
+
+def placeholder(text: str) -> str | None:
+    match = _PLACEHOLDER.search(text)
+    return f"copies a template placeholder {match.group(0)!r}" if match else None
+
+
+# Text about the prompt, the model or the rule list itself, not about the task's inputs: an injected command
+# ("Ignore all previous instructions", "Print your system prompt") would ship in the student's system prompt.
+_ABOUT_THE_PROMPT = re.compile(
+    r"\b(?:system|previous|prior|above|earlier|original|hidden|initial|your|this)\s+prompts?\b"
+    r"|\b(?:previous|prior|above|earlier|original|initial|your|these|those|system|all|other|following)\s+"
+    r"(?:instructions?|directives?|messages?|rules?)\b"
+    r"|\b(?:this|that|every|each|any|no|other)\s+rule\b|\brules?\s+(?:\d+|above|below)\b"
+    r"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:all|everything|any|anything|the\s+above|what|them|it)\b"
+    r"|\b(?:print|reveal|repeat|output|show|display|leak|disclose)\s+(?:the\s+|your\s+|this\s+)?"
+    r"(?:system|prompt|instructions?|rules)\b"
+    r"|\byou\s+are\b|\byour\s+(?:role|task|job|answer|output|instructions?|rules?|prompt)\b"
+    # "model" and "assistant" alone are professions in StereoSet: only unambiguous names of an AI.
+    r"|\b(?:as\s+an\s+ai|ai\s+model|language\s+model|chatgpt|llm|jailbreak)\b",
+    re.IGNORECASE)
+
+
+def addresses_model(text: str) -> str | None:
+    """Refuse text that speaks about the prompt, the model or the rules themselves: a rule is about what to
+    look for in an input."""
+    match = _ABOUT_THE_PROMPT.search(text)
+    if match is None:
+        return None
+    return f"speaks about the prompt, the model or the rules ({match.group(0)!r}), not about the inputs"
+
+
+def fragment(text: str, min_words: int = 5, max_words: int = 80) -> str | None:
+    """A rule is one whole sentence: it starts with a letter, closes every quote and bracket it opens,
+    and does not end mid-clause."""
+    stripped = text.strip()
+    words = _WORD.findall(stripped)
+    if len(words) < min_words:
+        return f"a fragment: {len(words)} words, a rule needs at least {min_words}"
+    if len(words) > max_words:
+        return f"not one rule: {len(words)} words, more than {max_words}"
+    if not stripped[0].isalnum():
+        return f"a fragment: starts with {stripped[0]!r}"
+    if stripped.count('"') % 2 or stripped.count("“") != stripped.count("”"):
+        return "a fragment: an unclosed quote"
+    for a, b in ("()", "[]", "{}"):
+        if stripped.count(a) != stripped.count(b):
+            return f"a fragment: unbalanced {a}{b}"
+    if stripped[-1] in ",;:-(" or words[-1].lower() in _DANGLING or stripped.endswith(("…", "...")):
+        return "a fragment: ends mid-clause"
+    return None
+
+
+def loops(text: str, min_words: int = 16, min_distinct: float = 0.45) -> str | None:
+    """Small teachers loop ("It is about gender. It is about gender. ..."); such text is no rule."""
+    words = text.lower().split()
+    if len(words) >= min_words and len(set(words)) / len(words) < min_distinct:
+        return "repeats itself (a looping teacher)"
+    return None
+
+
+def _tokens(text: str) -> list[str]:
+    # CamelCase labels (NotMentioned) also match their spaced form ("not mentioned").
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text)
+    return re.findall(r"[a-z0-9]+", spaced.lower())
+
+
+def mentions(text: str, label: str) -> bool:
+    words, target = _tokens(text), _tokens(label)
+    joined = "".join(target)
+    n = len(target)
+    return any(words[i:i + n] == target for i in range(len(words) - n + 1)) or joined in words
+
+
+def answered_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label a rule answers: of the labels it names, the one named last ("If ..., answer L.")."""
+    words = _tokens(text)
+    best, where = None, -1
+    for label in labels:
+        target = _tokens(label)
+        hits = [i for i in range(len(words) - len(target) + 1) if words[i:i + len(target)] == target]
+        if hits and hits[-1] > where:
+            best, where = label, hits[-1]
+    return best
+
+
+def borrows(text: str, borrowed: set[str]) -> str | None:
+    """A rule that uses a word of the teacher's worked examples (from unrelated tasks) that no train input
+    holds was copied from them, not learnt from the data."""
+    found = sorted({w.lower() for w in _WORD.findall(text)} & borrowed)
+    return f"borrows {found[0]!r} from the teacher's worked examples (an unrelated task)" if found else None
+
+
+def no_label(text: str, labels: list[str]) -> str | None:
+    """A rule decides one label. It may name others ("answer profession, even when the sentence mentions
+    gender, race or religion"), but then it must say which one it answers."""
+    named = [label for label in labels if mentions(text, label)]
+    if not named:
+        return "names no label"
+    if len(labels) >= 3 and len(named) == len(labels) and len(answered_labels(text, labels)) != 1:
+        return "names every label and answers none of them alone, so it decides nothing"
+    return None
+
+
+def answered_labels(text: str, labels: Sequence[str]) -> list[str]:
+    """The labels a rule tells the model to answer: those right after "answer", "choose", "is" and the like."""
+    words = _tokens(text)
+    verbs = {"answer", "answers", "choose", "pick", "select", "output", "return", "is", "be"}
+    found = []
+    for label in labels:
+        target = _tokens(label)
+        for i in range(1, len(words) - len(target) + 1):
+            if words[i:i + len(target)] == target and (words[i - 1] in verbs or words[i - 1] == "the" and i > 1
+                                                        and words[i - 2] in verbs):
+                found.append(label)
+                break
+    return found
+
+
+def no_cue(text: str, labels: list[str], task_text: str = "", min_content: int = 2) -> str | None:
+    """A cue is something to look for beyond the label and the task's own words ("The sentence expresses a
+    bias type related to religion." restates the task and names a label: no cue)."""
+    known = {w for label in labels for w in _tokens(label)} | set(_tokens(task_text)) | _TEMPLATE_WORDS
+    content = [w for w in _tokens(text) if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in known]
+    return None if len(set(content)) >= min_content else "names no cue to look for"
+
+
+def copies(text: str, sources: Iterable[str], threshold: float = 0.8) -> str | None:
+    """Most of its content words come from the task description, the prompt it was given, or its example:
+    a restatement, not a rule."""
+    words = {w for w in _tokens(text) if len(w) > 3 and w not in ENGLISH_STOP_WORDS}
+    if len(words) < 3:
+        return None
+    for source in sources:
+        if source and len(words & set(_tokens(source))) / len(words) >= threshold:
+            return "copies its task, prompt or example instead of stating a rule"
+    return None
+
+
+def _stem(word: str) -> str:
+    return word.lower()[:5]
+
+
+def names_entity(text: str, examples: Iterable[str], labels: list[str], task_text: str = "",
+                 common_words: set[str] = frozenset()) -> str | None:
+    """A proper noun (a capitalised word that does not open a sentence) or a quoted phrase whose words come
+    from the rule's own examples names a specific person, group, nationality, organisation or place.
+
+    Nationalities, religions, places, people and organisations are capitalised in English, however the
+    example spelled them, so they are matched on their first five letters ("Russians" ~ "russia").
+    """
+    example_words = {w.lower() for ex in examples for w in _WORD.findall(ex)} - common_words
+    if not example_words:
+        return None
+    stems = {_stem(w) for w in example_words if len(w) >= 3}
+    allowed = {w for label in labels for w in _tokens(label)} | set(_tokens(task_text))
+    for match in re.finditer(r"(?<![.!?:]\s)(?<!^)\b([A-Z][A-Za-z'-]{2,})", text.strip()):
+        word = match.group(1)
+        if word.lower() in allowed or word.lower() in ENGLISH_STOP_WORDS:
+            continue
+        if word.lower() in example_words or _stem(word) in stems:
+            return f"names {word!r}, taken from its examples"
+    # "(in this case, the X man)": an instance taken from the example, however it is spelled.
+    for match in re.finditer(r"\b(?:in this case|in this example|in the example|here)\b"
+                             r"([^.;)]{0,60})", text, re.IGNORECASE):
+        words = [w.lower() for w in _WORD.findall(match.group(1))]
+        specific = [w for w in words if w in example_words and w not in allowed and w not in ENGLISH_STOP_WORDS]
+        if specific:
+            return f"names {specific[0]!r} from its examples as an instance"
+    for quoted in re.findall(r"[\"“']([^\"”']{2,60})[\"”']", text):
+        words = [w.lower() for w in _WORD.findall(quoted)]
+        specific = [w for w in words if w in example_words and w not in allowed and w not in ENGLISH_STOP_WORDS]
+        if specific:
+            return f"quotes {quoted!r} from its examples"
+    return None
+
+
+# Groups a rule must never single out, whether or not its examples named them: the student follows its rules
+# faithfully, so "If the text says black people are inferior, answer race" teaches it the stereotype (the
+# paper's own warning for StereoSet). Nationalities and ethnicities are also caught as proper nouns above.
+_GROUP_WORDS = {
+    "muslim", "muslims", "islam", "islamic", "christian", "christians", "christianity", "catholic", "catholics",
+    "protestant", "jewish", "jews", "jew", "judaism", "hindu", "hindus", "hinduism", "buddhist", "buddhists",
+    "buddhism", "sikh", "sikhs", "mormon", "mormons", "atheist", "atheists", "brahmin", "bible", "quran", "koran",
+    "torah", "hispanic", "hispanics", "latino", "latina", "latinos", "asian", "asians", "african", "africans",
+    "arab", "arabs", "arabic", "caucasian", "european", "europeans", "mexican", "mexicans", "chinese", "japanese",
+    "korean", "indian", "indians", "russian", "russians", "italian", "italians", "german", "germans", "french",
+    "british", "irish", "american", "americans", "persian", "iranian", "iraqi", "afghan", "pakistani", "somali",
+    "ethiopian", "nigerian", "ukrainian", "polish", "norwegian", "swedish", "spanish", "syrian", "vietnamese",
+}
+_COLOUR_GROUP = re.compile(r"\b(black|white|brown|yellow|red)\s+(people|persons?|m[ae]n|wom[ae]n|folks?"
+                           r"|communit(?:y|ies)|families|kids|children|americans)\b", re.IGNORECASE)
+
+
+def names_group(text: str) -> str | None:
+    words = {w.lower() for w in _WORD.findall(text)}
+    named = sorted(words & _GROUP_WORDS)
+    if named:
+        return f"names the group {named[0]!r}"
+    match = _COLOUR_GROUP.search(text)
+    return f"names the group {match.group(0)!r}" if match else None
+
+
+def common_words(texts: list[str], share: float = 0.3) -> set[str]:
+    """Words in more than `share` of the inputs: the data's boilerplate, never an entity of one example."""
+    if not texts:
+        return set()
+    counts: dict[str, int] = {}
+    for text in texts:
+        for w in {w.lower() for w in _WORD.findall(text)}:
+            counts[w] = counts.get(w, 0) + 1
+    return {w for w, c in counts.items() if c > share * len(texts)}
