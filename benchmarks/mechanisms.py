@@ -126,8 +126,8 @@ def main() -> None:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "usage"}), flush=True)
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    print("| variant | seed | dev zero-shot | dev PLD | held-back zero-shot | held-back PLD | held-back PLD - zero-shot "
-          "(paired 95%) | rules | demos | compile s |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("| variant | seed | dev zero-shot | dev PLD | held-back zero-shot | held-back PLD | held-back PLD - "
+          "zero-shot (paired 95%) | rules | demos | compile s |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         low, high = r["heldback_interval"]
         print(f"| {r['variant']} | {r['seed']} | {r['dev_zero']:.3f} | {r['dev_pld']:.3f} | {r['heldback_zero']:.3f} | "

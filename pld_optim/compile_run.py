@@ -167,3 +167,14 @@ def estimate_calls(params: PLDParams, search: SearchConfig | None, n_train: int,
         "student: search": search.n_trials * n_dev + n_dev if search is not None else 0,
         "student: contribution": (clusters + rounds * params.max_corrections) * n_dev if params.contribution else 0,
     }
+
+
+def check_student(score, split: str, max_invalid_share: float) -> None:
+    """A student that rarely gives a valid answer makes every later number meaningless: stop now."""
+    bad = score.invalid + score.failures
+    if score.n and bad / score.n > max_invalid_share:
+        raise RuntimeError(
+            f"PLD: the student gave no valid label for {bad} of {score.n} {split} examples zero-shot ({score.failures} "
+            f"calls failed, {score.invalid} answers outside the labels), more than max_invalid_share="
+            f"{max_invalid_share}. Check that the student model runs and answers (its max_tokens, the adapter, "
+            "the program's input fields reaching it) before compiling.")

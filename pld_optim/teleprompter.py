@@ -10,7 +10,15 @@ from pathlib import Path
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from pld_optim.compile_run import CompileRun, check_data, estimate_calls, fingerprint, out_folder, stratified
+from pld_optim.compile_run import (
+    CompileRun,
+    check_data,
+    check_student,
+    estimate_calls,
+    fingerprint,
+    out_folder,
+    stratified,
+)
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.scoring import score_outcomes
 from pld_optim.lm.adapter import LabelAdapter
@@ -175,11 +183,12 @@ class PLD(Teleprompter):
     # -- the steps ------------------------------------------------------------------------------
 
     def _baseline(self, run: CompileRun) -> None:
-        if not run.params.evaluate_baseline:
-            return
-        with run.usage.stage("baseline", run.scorer):
-            run.baseline = run.scorer.score(Prompt(), run.dev)
-        check_student(run.baseline, "dev", run.params.max_invalid_share)
+        with run.usage.stage("baseline" if run.params.evaluate_baseline else "input check", run.scorer):
+            run.scorer.check_inputs_reach(run.dev[:2])
+            if run.params.evaluate_baseline:
+                run.baseline = run.scorer.score(Prompt(), run.dev)
+        if run.baseline is not None:
+            check_student(run.baseline, "dev", run.params.max_invalid_share)
 
     def _mine(self, run: CompileRun) -> None:
         p, rng = run.params, run.rng("mine")
@@ -286,14 +295,3 @@ class PLD(Teleprompter):
         logger.info("PLD: dev macro F1 %s -> %.4f with %d rules", f"{run.baseline.macro_f1:.4f}" if run.baseline
                     else "?", rules.dev_macro_f1, len(rules.active_rules()))
         return compiled
-
-
-def check_student(score, split: str, max_invalid_share: float) -> None:
-    """A student that rarely gives a valid answer makes every later number meaningless: stop now."""
-    bad = score.invalid + score.failures
-    if score.n and bad / score.n > max_invalid_share:
-        raise RuntimeError(
-            f"PLD: the student gave no valid label for {bad} of {score.n} {split} examples zero-shot ({score.failures} "
-            f"calls failed, {score.invalid} answers outside the labels), more than max_invalid_share="
-            f"{max_invalid_share}. Check that the student model runs and answers (its max_tokens, the adapter, "
-            "the program's input fields reaching it) before compiling.")

@@ -68,7 +68,8 @@ def compile_cmd(args) -> int:
         print(f"wrote {folder.path / name}")
     if tracker:
         params = {"config": args.config, "seed": seed, "train_examples": len(run.train),
-                  "dev_examples": len(run.dev), "student": cfg.student.model_dump(), "teacher": cfg.teacher.model_dump(),
+                  "dev_examples": len(run.dev), "student": cfg.student.model_dump(),
+                  "teacher": cfg.teacher.model_dump(),
                   "data": cfg.data.model_dump(), "pld": cfg.pld_params(),
                   "search": cfg.search.model_dump() if cfg.search else "none"}
         run_id = tracker.log_compile(rules, folder.path, run_name=cfg.name, params=params, program=compiled,

@@ -7,8 +7,18 @@ from pathlib import Path
 import datasets
 import dspy
 
-from pld_optim.datasets.common import (DEFAULT_FRACTIONS, DataError, blank, check_split, limited, read_json,
-                                       resolve_source, shared_data_dir, split_of, to_examples)
+from pld_optim.datasets.common import (
+    DEFAULT_FRACTIONS,
+    DataError,
+    blank,
+    check_split,
+    limited,
+    read_json,
+    resolve_source,
+    shared_data_dir,
+    split_of,
+    to_examples,
+)
 
 LABELS = ["Entailment", "Contradiction", "NotMentioned"]
 REFERENCE_RULES = [

@@ -12,8 +12,17 @@ from pathlib import Path
 import datasets
 import dspy
 
-from pld_optim.datasets.common import (DEFAULT_FRACTIONS, DataError, blank, check_split, limited, load_hub,
-                                       resolve_source, take_split, to_examples)
+from pld_optim.datasets.common import (
+    DEFAULT_FRACTIONS,
+    DataError,
+    blank,
+    check_split,
+    limited,
+    load_hub,
+    resolve_source,
+    take_split,
+    to_examples,
+)
 from pld_optim.files import FileFormatError, lines, read_text
 
 

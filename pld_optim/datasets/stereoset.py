@@ -9,8 +9,20 @@ from pathlib import Path
 import datasets
 import dspy
 
-from pld_optim.datasets.common import (DEFAULT_FRACTIONS, SPLITS, DataError, blank, check_split, limited, load_hub,
-                                       read_json, resolve_source, shared_data_dir, take_split, to_examples)
+from pld_optim.datasets.common import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    DataError,
+    blank,
+    check_split,
+    limited,
+    load_hub,
+    read_json,
+    resolve_source,
+    shared_data_dir,
+    take_split,
+    to_examples,
+)
 
 BIAS_TYPES = ["gender", "profession", "race", "religion"]
 STEREOTYPE_LABELS = ["stereotype", "anti-stereotype", "unrelated"]

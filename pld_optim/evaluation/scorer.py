@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 import dspy
+from dspy.utils.callback import BaseCallback
 
 from pld_optim.evaluation.scoring import Outcome, Score, run_student, score_outcomes
 from pld_optim.evaluation.task import Task
@@ -19,6 +20,23 @@ from pld_optim.lm.adapter import LabelAdapter
 from pld_optim.lm.factory import token_counter
 from pld_optim.program import with_rules
 from pld_optim.rules import DEFAULT_PREAMBLE, Prompt
+
+
+class _SentText(BaseCallback):
+    """Collects the text of every message sent to an LM (cached calls included)."""
+
+    def __init__(self, sink: list[str]):
+        self.sink = sink
+
+    def on_lm_start(self, call_id, instance, inputs):
+        for message in inputs.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else message
+            if isinstance(content, list):
+                content = " ".join(str(part.get("text", "")) if isinstance(part, dict) else str(part)
+                                   for part in content)
+            self.sink.append(str(content))
+        if inputs.get("prompt"):
+            self.sink.append(str(inputs["prompt"]))
 
 
 class Scorer:
@@ -91,6 +109,28 @@ class Scorer:
 
     def score(self, prompt: Prompt, examples: list[dspy.Example]) -> Score:
         return score_outcomes(self.outcomes(prompt, examples), self.task.labels)
+
+    def check_inputs_reach(self, examples: list[dspy.Example]) -> None:
+        """The program must hand each example's inputs to the student: a custom `forward` that drops or
+        renames them makes every score noise. Runs the program on `examples` and reads what the LM was sent."""
+        sent: list[str] = []
+        watch = _SentText(sent)
+        settings = {"adapter": self.adapter, **({"lm": self.lm} if self.lm is not None else {})}
+        with dspy.context(callbacks=[*dspy.settings.callbacks, watch], **settings):
+            for example in examples:
+                try:
+                    self.program(**example.inputs())
+                except Exception:  # noqa: BLE001 - a failing call is the baseline's to count, not this check's
+                    pass
+        text = "\n".join(sent)
+        missing = sorted({f for ex in examples for f in self.task.input_fields
+                          if " ".join(str(ex[f]).split())[:80] not in " ".join(text.split())})
+        if sent and missing:
+            raise RuntimeError(f"PLD: the program's calls to the student do not contain the examples' {missing} "
+                               "(checked on the first dev examples): its forward() must pass every input field to "
+                               "its predictor, or the student answers without seeing the input")
+        if not sent:
+            raise RuntimeError("PLD: running the program made no LM call; it must call its predictor")
 
     def _predictor(self, prompt: Prompt):
         return dict(self.build(prompt).named_predictors())[self.task.predictor_name]

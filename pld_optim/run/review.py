@@ -51,7 +51,8 @@ def review_data(rules: RuleSet, mined: list[MinedRule] | None = None) -> dict:
                       + (f", with {len(sel.demos)} worked example{'s' if len(sel.demos) > 1 else ''}"
                          if sel.demos else ""))
         active.append({**item, "n": position, "variant": sel.variant, "stage": stage_of(r), "chosen": chosen,
-                       "evidence": _evidence(r, by_mined), "flagged": r.contribution is not None and r.contribution < 0})
+                       "evidence": _evidence(r, by_mined),
+                       "flagged": r.contribution is not None and r.contribution < 0})
     used = {a["rule"].id for a in active}
     unused = [{"rule": r, "stage": stage_of(r)} for r in rules.rules if r.id not in used]
     return {"rules": rules, "active": active, "unused": unused}
