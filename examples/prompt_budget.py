@@ -22,7 +22,7 @@ class BiasType(dspy.Signature):
     label: Literal["gender", "profession", "race", "religion"] = dspy.OutputField()
 
 
-slice_path = os.path.join(os.path.dirname(__import__("pld_optim").__file__), "data", "stereoset_quickstart.json")
+slice_path = "package:stereoset_excerpt.json"  # shipped with the package
 train = load_stereoset(slice_path, split="train", limit=24)
 dev = load_stereoset(slice_path, split="dev", limit=16)
 dspy.configure(lm=make_lm(os.environ.get("STUDENT", "local/gemma3-270m"), max_tokens=24), adapter=LabelAdapter())

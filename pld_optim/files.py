@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import unicodedata
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,18 @@ def read_text(path: str | Path) -> str:
 
 def lines(text: str) -> list[str]:
     """Record boundaries are '\\n' (and '\\r\\n'); str.splitlines would also split at U+2028 and other
-    separators that are legal inside a JSON string."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
+    separators that are legal inside a JSON string. A byte-order mark at the start of a line (files joined
+    with `cat`, each saved by an editor that writes one) is not part of its record."""
+    return [line.removesuffix("\r").removeprefix("\ufeff") for line in text.split("\n")]
+
+
+def blank(value) -> bool:
+    """No text a reader could see: None, or only whitespace and invisible format characters (zero-width
+    spaces and joiners, a stray byte-order mark, soft hyphens). Every loader and `PLD` refuse such inputs,
+    as they refuse empty ones."""
+    if value is None:
+        return True
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in str(value))
 
 
 class JsonlLog:

@@ -8,7 +8,9 @@ examples shown as they are, each next to the rule it illustrates.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,12 +98,26 @@ class RuleSet(Record):
     seed: int | None = None
     context: dict = Field(default_factory=dict, description="the run that made it: config, student, teacher, seed, "
                                                             "split sizes, wall time (heads report.md and review.html)")
+    scored_prompt: str | None = Field(
+        None, description="digest of the prompt (instructions and demos) that dev_macro_f1 was measured on: report "
+                          "and pick tell from it whether the rules were edited since")
+    rule_digests: dict[str, str] = Field(
+        default_factory=dict, description="digest of each rule (wordings and examples) as the compile's search "
+                                          "scored it: pick refuses a Pareto point whose rules were edited since")
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:
         if self.format_version not in KNOWN_VERSIONS:
             raise ValueError(f"format_version {self.format_version} is not one this pld-optim reads "
                              f"({', '.join(map(str, KNOWN_VERSIONS))}); upgrade pld-optim or re-run the compile")
+        blank = [f"rule {r.id!r}" + (" (its text)" if i == 0 else f" (wording {i + 1})")
+                 for r in self.rules for i, text in enumerate(r.variants()) if not text or not text.strip()]
+        if blank:
+            raise ValueError(f"{blank[0]} is empty or only whitespace; the student would see an empty rule. Write "
+                             "the rule, or delete it and its selection entry")
+        if not self._formats(self.preamble):
+            raise ValueError(f"preamble {self.preamble!r}: only {{label_field}} may stand in braces (write {{{{ and "
+                             "}} for a literal brace)")
         ids = [r.id for r in self.rules]
         duplicated = sorted({i for i in ids if ids.count(i) > 1})
         if duplicated:
@@ -112,6 +128,35 @@ class RuleSet(Record):
         if self.selection is not None:
             self.selected()  # raises on a selection that names an unknown rule, wording or demo
         return self
+
+    @staticmethod
+    def _formats(preamble: str) -> bool:
+        """render_instructions fills {label_field} with str.format: any other field would raise there."""
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(preamble) if name is not None}
+            preamble.format(label_field="label")
+        except (ValueError, IndexError, KeyError, AttributeError):
+            return False
+        return names <= {"label_field"}
+
+    def prompt_digest(self) -> str:
+        """What the student sees from these rules (instructions and demos), as a short digest."""
+        prompt = self.prompt()
+        demos = [dict(d) for d in prompt.demos or []]
+        payload = json.dumps([self.render_instructions(), demos], sort_keys=True, default=str)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def rule_digest(rule: Rule) -> str:
+        payload = json.dumps([rule.variants(), [e.model_dump() for e in rule.examples]], sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def edited_rules(self, ids: list[str]) -> list[str]:
+        """Of `ids`, the rules whose wordings or examples differ from what the compile's search scored
+        (none can be told when the file records no digests)."""
+        by_id = {r.id: r for r in self.rules}
+        return [i for i in ids if i in self.rule_digests and i in by_id
+                and self.rule_digests[i] != self.rule_digest(by_id[i])]
 
     def selected(self) -> list[tuple[Rule, Selection]]:
         """The rules in the prompt, in order, each with how it was chosen."""

@@ -59,12 +59,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("config")
     c.add_argument("--out", required=True)
     c.add_argument("--seed", type=seed)
-    c.add_argument("--dry-run", action="store_true", help="check everything, print the LM-call estimate and stop")
+    c.add_argument("--dry-run", action="store_true",
+                   help="check everything that needs no LM call, print the LM-call estimate and stop; writes nothing")
     c.add_argument("--pull", action="store_true", help="let Ollama pull a missing model")
     c.add_argument("--test", action="store_true", help="then score zero-shot and PLD on the test split")
     c.add_argument("--fresh", action="store_true",
-                   help="after every check passes, remove what an earlier compile wrote to --out (mined rules, cache, "
-                        "study, artifacts) and start over")
+                   help="after every check passes, and holding the folder's lock, remove what an earlier compile wrote "
+                        "to --out and start over: only in a folder with a fingerprint.json, only the files a compile "
+                        "writes, and in cache/ only DSPy's cache files")
     c.set_defaults(func=_compile)
 
     q = sub.add_parser("quickstart", help="compile the shipped quickstart config on the embedded models")
@@ -131,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as exc:
         print(f"pld-optim: error: {exc}", file=sys.stderr)
+        if args.verbose:
+            log.exception("the error, with its traceback (--verbose)")
         return 2
+    except Exception as exc:  # noqa: BLE001 - a user sees one line that names the error, never a traceback
+        print(f"pld-optim: error: {type(exc).__name__}: {exc} (an unexpected error in pld-optim {args.command}; "
+              f"rerun as `pld-optim --verbose {args.command} ...` for the traceback, and report it)", file=sys.stderr)
+        if args.verbose:
+            log.exception("the unexpected error, with its traceback")
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 import dspy
 
 from pld_optim.cli.config import ModelConfig, RunConfig
+from pld_optim.evaluation.scoring import Outcome, Score, check_valid
 from pld_optim.lm.factory import make_lm
 from pld_optim.lm.ollama import preflight_all
 from pld_optim.run.folder import check_cache
@@ -24,6 +25,12 @@ def preflight(cfg: RunConfig, *, teacher: bool = True, pull: bool = False) -> No
     """Ollama reachable and the models pulled, before any teacher call (a no-op for other models)."""
     models = [cfg.student] + ([cfg.teacher] if teacher else [])
     preflight_all([m.model for m in models], {m.model: m.api_base for m in models}, pull=pull)
+
+
+def check_answers(outcomes: list[Outcome], labels: list[str], where: str, cfg: RunConfig) -> Score:
+    """Every command that scores the student stops, with the cause, when most answers are no valid label
+    (the config's pld.max_invalid_share, as compile uses it)."""
+    return check_valid(outcomes, labels, where, cfg.pld_checked().max_invalid_share)
 
 
 def use_disk_cache(folder: Path) -> None:

@@ -1,47 +1,87 @@
-"""`pld-optim compare`: every optimizer on the same student, teacher, splits and seeds."""
+"""`pld-optim compare`: every optimizer on the same student, teacher, splits and seeds.
+
+Everything a dry run can check is checked before any LM call: the data and the overlap of its splits, the
+models, the folder (its owner, its lock, its cache) and whether it holds results of another setup. The
+folder's fingerprint.json records the setup (data, models, budget, pld: and search: sections): a rerun
+with the same setup resumes (finished optimizer runs are kept), another setup is refused, never mixed in.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from pld_optim.cli.common import lm_from_config, preflight, use_disk_cache
-from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.cli.common import check_answers, lm_from_config, preflight, use_disk_cache
+from pld_optim.cli.config import RunConfig, build_program, load_config, load_split
 from pld_optim.compare import Setup, render_html, render_markdown, run_compare, summarize
-from pld_optim.evaluation.task import resolve_task
+from pld_optim.evaluation.scorer import Scorer
+from pld_optim.evaluation.task import example_id, overlap, resolve_task
 from pld_optim.files import atomic_write_text
-from pld_optim.run.folder import RunFolder
+from pld_optim.lm.adapter import LabelAdapter
+from pld_optim.rules import Prompt
+from pld_optim.run.folder import COMPARE_FILES, RunFolder, data_digest
 from pld_optim.run.tracking import Tracker
+
+
+def setup_fingerprint(cfg: RunConfig, splits: dict[str, list], input_fields: list[str], budget: str) -> dict:
+    """What a compare folder's results depend on (seeds and optimizers are not: adding one resumes)."""
+    data = {name: data_digest(rows, [example_id(ex, input_fields) for ex in rows], "label")
+            for name, rows in splits.items()}
+    return {"command": "compare", "data": data, "student": cfg.student.model_dump(exclude={"threads"}),
+            "teacher": cfg.teacher.model_dump(exclude={"threads"}),
+            "params": {"budget": budget, "pld": cfg.pld, "search": cfg.search.model_dump() if cfg.search else None}}
 
 
 def compare_cmd(args) -> int:
     cfg = load_config(args.config)
-    folder = RunFolder(args.out)
+    folder = RunFolder(args.out, written=COMPARE_FILES, title=f"compare: {cfg.name}")
     folder.check()
     program = build_program(cfg.data)
-    train, dev, test = (load_split(cfg.data, s) for s in ("train", "dev", "test"))
+    task = resolve_task(program)
+    splits = {s: load_split(cfg.data, s) for s in ("train", "dev", "test")}
+    train, dev, test = splits["train"], splits["dev"], splits["test"]
     if not test:
         raise ValueError("the test split is empty; set data.fractions or data.test_limit")
+    if not dev or not train:
+        raise ValueError(f"the {'dev' if not dev else 'train'} split is empty; set data.fractions")
+    checked = cfg.pld_checked()
+    shared = overlap(splits, task.input_fields)
+    if shared and not checked.allow_overlap:
+        raise ValueError(f"compare: the splits share inputs ({shared}, compared by content, not id): test would "
+                         "score examples an optimizer trained or chose on. Fix the data, or set "
+                         "pld.allow_overlap: true to compare anyway")
+    student, teacher = lm_from_config(cfg.student), lm_from_config(cfg.teacher)  # bad model strings fail now
+    fingerprint = setup_fingerprint(cfg, splits, task.input_fields, args.budget)
+    folder.check_fingerprint(fingerprint)  # results of another setup are refused, in a dry run too
     print(f"compare {args.optimizers} x seeds {args.seeds} | {len(train)} train, {len(dev)} dev, {len(test)} test | "
-          f"student {cfg.student.model} | teacher {cfg.teacher.model} | budget {args.budget}")
+          f"student {cfg.student.model} | teacher {cfg.teacher.model} | budget {args.budget}"
+          + (f" | overlap {shared}" if shared else ""))
     tracker = Tracker.from_config(cfg.tracking)
     if tracker:
         tracker.check(dry_run=args.dry_run)
     if args.dry_run:
+        print("dry run: data, split overlap, models, output folder, its earlier results and the tracking store "
+              "checked; nothing was called or written")
         return 0
     preflight(cfg)
     out = Path(args.out)
     results = []
     with folder.writing():
         use_disk_cache(folder.cache_dir)
+        folder.claim(fingerprint)
+        # The student must answer before any optimizer spends on it: the zero-shot program on dev (the same
+        # calls PLD's baseline makes, so they are cache hits there).
+        zero_shot = Scorer(program, task, adapter=LabelAdapter(), lm=student, num_threads=cfg.student.threads)
+        check_answers(zero_shot.outcomes(Prompt(), dev), task.labels, "compare: the zero-shot student on dev", cfg)
         for seed in args.seeds:
-            setup = Setup(program=program, train=train, dev=dev, test=test, student=lm_from_config(cfg.student),
-                          teacher=lm_from_config(cfg.teacher), seed=seed, threads=cfg.student.threads,
-                          budget=args.budget, pld_kwargs={**cfg.pld, "search": cfg.search})
+            setup = Setup(program=program, train=train, dev=dev, test=test, student=student, teacher=teacher,
+                          seed=seed, threads=cfg.student.threads, budget=args.budget,
+                          pld_kwargs={**cfg.pld, "search": cfg.search})
             results += run_compare(setup, args.optimizers, out)
-        rows = summarize(results, out, resolve_task(program).labels)
+        rows = summarize(results, out, task.labels)
         context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
                    "data": f"{len(train)} train / {len(dev)} dev / {len(test)} test", "seeds": args.seeds,
-                   "budget": args.budget}
+                   "budget": args.budget, **({"split overlap (pld.allow_overlap)": shared} if shared else {})}
         markdown = render_markdown(rows, context)
         atomic_write_text(out / "compare.md", markdown)
         render_html(rows, context, out / "compare.html")
@@ -50,4 +90,11 @@ def compare_cmd(args) -> int:
     if tracker:
         run_id = tracker.log_compare(rows, context, out, run_name=f"compare: {cfg.name}")
         print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
+    failed = [r for r in results if r.error]
+    if failed:
+        print(f"pld-optim: error: {len(failed)} optimizer run(s) failed: "
+              + "; ".join(f"{r.optimizer} seed {r.seed}: {r.error[:200]}" for r in failed)
+              + ". Their rows score the unoptimized program (compare.md lists the errors); fix the cause and rerun "
+                "the same command: finished runs are kept, failed ones run again", file=sys.stderr)
+        return 2
     return 0

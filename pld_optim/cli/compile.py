@@ -31,12 +31,14 @@ def compile_cmd(args) -> int:
     cfg = load_config(args.config)
     seed = cfg.seed if args.seed is None else args.seed
     folder = RunFolder(args.out, context=run_context(cfg, args.config, seed), title=f"PLD compile: {cfg.name}")
+    folder.check()  # named as --out here; PLD.prepare checks it again as out_dir
     program = build_program(cfg.data)
     train, dev = load_split(cfg.data, "train"), load_split(cfg.data, "dev")
     test = load_split(cfg.data, "test") if args.test else None
     if test is not None and not test:
         raise ValueError("--test: the test split is empty; set data.fractions or data.test_limit")
     pld = make_pld(cfg, folder, seed)
+    student = lm_from_config(cfg.student)  # a bad model string, GGUF path or OLLAMA_HOST fails here, in a dry run too
     # Data, labels, parameters, the folder, its cache and the study, checked before any LM call and before
     # --fresh removes anything.
     run = pld.prepare(program, train, dev)
@@ -51,8 +53,8 @@ def compile_cmd(args) -> int:
     print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
           + f" (total {sum(estimate.values())})")
     if args.dry_run:
-        print("dry run: data, labels, settings, output folder, LM cache, study storage and tracking store checked; "
-              "nothing was called or written")
+        print("dry run: data, labels, split overlap, settings, models, output folder, LM cache, study storage and "
+              "tracking store checked; nothing was called or written")
         return 0
     preflight(cfg, pull=args.pull)
     start = time.perf_counter()
@@ -61,11 +63,16 @@ def compile_cmd(args) -> int:
             removed = folder.clear()
             print(f"--fresh: removed {', '.join(removed) or 'nothing'} from {folder.path}")
         use_disk_cache(folder.cache_dir)
-        with dspy.context(lm=lm_from_config(cfg.student), track_usage=True):
+        with dspy.context(lm=student, track_usage=True):
             compiled = pld.execute(run)
     rules = compiled.pld_rules
     for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html"):
         print(f"wrote {folder.path / name}")
+    if rules.refusals:
+        print(f"quality gates: refused {len(rules.refusals)} teacher texts ({_refusal_counts(rules)}); each is "
+              "listed with its reason in rules.json (refusals) and report.md")
+    if rules.data_overlap:
+        print(f"data overlap (allowed by pld.allow_overlap): {rules.data_overlap}")
     if tracker:
         params = {"config": args.config, "seed": seed, "train_examples": len(run.train),
                   "dev_examples": len(run.dev), "student": cfg.student.model_dump(),
@@ -73,7 +80,7 @@ def compile_cmd(args) -> int:
                   "data": cfg.data.model_dump(), "pld": cfg.pld_params(),
                   "search": cfg.search.model_dump() if cfg.search else "none"}
         run_id = tracker.log_compile(rules, folder.path, run_name=cfg.name, params=params, program=compiled,
-                                     student_lm=lm_from_config(cfg.student))
+                                     student_lm=student)
         print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
     print(f"compile: {time.perf_counter() - start:.0f} s")
     described = _describe(rules)
@@ -92,6 +99,15 @@ def _check_test(run, test: list[dspy.Example]) -> None:
     if shared and not run.params.allow_overlap:
         raise ValueError(f"--test: the test split shares inputs with other splits ({shared}); fix the data, or set "
                          "pld.allow_overlap: true to score it anyway")
+
+
+def _refusal_counts(rules) -> str:
+    """Refusals by kind of reason: 'speaks about the prompt' (injected commands) counted apart."""
+    kinds: dict[str, int] = {}
+    for refusal in rules.refusals:
+        kind = refusal.reason.split(" (")[0].split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return "; ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def _describe(rules) -> str:

@@ -3,6 +3,7 @@ that names it. The `pld:` section is checked against PLD's own parameter schema,
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -86,6 +87,12 @@ class RunConfig(_Strict):
         validate({**defaults, **self.pld, "seed": self.seed}, where="pld")
         return self
 
+    def pld_checked(self) -> PLDParams:
+        """The `pld:` section validated, with PLD's defaults: its values as PLD reads them (`allow_overlap:
+        "no"` is False here, though a non-empty string)."""
+        defaults = {k: v for k, v in PLD.defaults().items() if k in PLDParams.model_fields}
+        return validate({**defaults, **self.pld, "seed": self.seed}, where="pld")
+
     def pld_params(self) -> dict:
         """The `pld:` section with PLD's defaults for what it leaves out (the schema's view of it)."""
         return {**{k: v for k, v in PLD.defaults().items() if k not in NOT_IN_PLD_SECTION}, **self.pld}
@@ -93,7 +100,9 @@ class RunConfig(_Strict):
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """safe_load (a config never runs code) that refuses a key given twice: YAML keeps the last silently,
-    so the config would mean something other than it says."""
+    so the config would mean something other than it says. For the same reason it reads scalars as YAML
+    1.2 does, not PyYAML's YAML 1.1: only true/false are booleans (`labels: [yes, no]` are two labels, not
+    True and False), and 010 or 1:30 are not the octal 8 or the base-60 90."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -106,6 +115,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+_BOOL, _INT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _INT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_UniqueKeyLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_UniqueKeyLoader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?0o[0-7_]+)$"), list("-+0123456789"))
 
 
 def load_config(path: str | Path) -> RunConfig:

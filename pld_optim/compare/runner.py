@@ -4,7 +4,8 @@ Each optimizer compiles the same unoptimized program; its compile spend (LM call
 wall time) is counted like PLD's stages. Each compiled program is scored on the test split with the cache
 off: macro F1 with a bootstrap interval, per-class F1, accuracy, latency and output tokens per example,
 and prompt tokens per call. Every (optimizer, seed) result is saved as it finishes, so a rerun skips what
-is done. A difference whose paired-bootstrap interval contains zero is reported as none.
+is done (a run that failed is run again). A difference whose paired-bootstrap interval contains zero is
+reported as none.
 """
 
 from __future__ import annotations
@@ -60,9 +61,17 @@ def run_compare(setup: Setup, names: list[str], out: Path) -> list[RunResult]:
     for name in names:
         path = out / f"{name}-seed{setup.seed}.json"
         if path.exists():
-            logger.info("compare: %s (seed %d) already done; skipping", name, setup.seed)
-            results.append(RunResult.model_validate_json(read_text(path)))
-            continue
+            try:
+                done = RunResult.model_validate_json(read_text(path))
+            except ValueError as exc:
+                raise ValueError(f"{path} is not a compare result ({str(exc).splitlines()[0]}); delete it to run "
+                                 f"{name} (seed {setup.seed}) again") from None
+            if done.error is None:
+                logger.info("compare: %s (seed %d) already done; skipping", name, setup.seed)
+                results.append(done)
+                continue
+            logger.info("compare: %s (seed %d) failed last time (%s); running it again", name, setup.seed,
+                        done.error[:200])
         logger.info("compare: compiling with %s (seed %d)", name, setup.seed)
         results.append(_run_one(name, setup, task, out))
         atomic_write_text(path, results[-1].model_dump_json(indent=2))

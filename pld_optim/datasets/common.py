@@ -18,6 +18,7 @@ import datasets
 import dspy
 
 from pld_optim.files import FileFormatError, read_text
+from pld_optim.files import blank as blank
 
 SPLITS = ("train", "dev", "test")
 DEFAULT_FRACTIONS = (0.5, 0.25, 0.25)
@@ -120,6 +121,3 @@ def load_hub(name: str, *args, **kwargs):
                         f"dataset, which could not be loaded ({type(exc).__name__}: {reason}); give a path to "
                         "a local file, or check the name and the network") from None
 
-
-def blank(value) -> bool:
-    return value is None or not str(value).strip()

@@ -74,7 +74,11 @@ def _pairs(document: dict, hypotheses: dict, where: str, context: str, max_conte
             raise DataError(f"{where} annotates unknown hypothesis {key!r}")
         if ann.get("choice") not in LABELS:
             raise DataError(f"{where} hypothesis {key}: label {ann.get('choice')!r} is not one of {LABELS}")
-        hypothesis = hypotheses[key]["hypothesis"]
+        entry = hypotheses[key]
+        hypothesis = entry.get("hypothesis") if isinstance(entry, dict) else None
+        if blank(hypothesis):
+            raise DataError(f"{where} hypothesis {key}: the hypothesis text is missing, empty or only whitespace "
+                            "(in the file's 'labels' section)")
         text = document["text"] if context == "full" else window(spans, hypothesis, max_context_tokens)
         rows.append({"id": f"{document.get('id')}-{key}", "contract": text, "hypothesis": hypothesis,
                      "label": ann["choice"]})

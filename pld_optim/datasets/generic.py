@@ -70,7 +70,8 @@ def _read_rows(path: Path):
         text = read_text(path)
     except FileFormatError as exc:
         raise DataError(str(exc)) from None
-    if path.suffix in (".jsonl", ".ndjson"):
+    suffix = path.suffix.lower()  # D.CSV from Windows is a CSV file
+    if suffix in (".jsonl", ".ndjson"):
         for n, line in enumerate(lines(text), 1):
             if not line.strip():
                 continue
@@ -81,7 +82,7 @@ def _read_rows(path: Path):
             if not isinstance(row, dict):
                 raise DataError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
             yield n, row
-    elif path.suffix == ".csv":
+    elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         start = 2  # line 1 is the header
         for row in reader:

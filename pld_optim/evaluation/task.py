@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 
 import dspy
 
+from pld_optim.files import blank
 from pld_optim.lm.labels import literal_values
+
+logger = logging.getLogger("pld_optim")
 
 
 @dataclass
@@ -99,7 +103,7 @@ def validate_examples(examples, task: Task, split: str, *, allow_empty: bool = F
     for i, ex in enumerate(examples):
         if not isinstance(ex, dspy.Example):
             raise TypeError(f"PLD: {split} row {i} is a {type(ex).__name__}, expected dspy.Example.")
-        missing = [f for f in (*task.input_fields, task.label_field) if ex.get(f) is None or not str(ex.get(f)).strip()]
+        missing = [f for f in (*task.input_fields, task.label_field) if blank(ex.get(f))]
         if missing:
             raise ValueError(f"PLD: {split} row {i} has no value (or only whitespace) for field(s) {missing}.")
         gold = str(ex.get(task.label_field))
@@ -112,7 +116,27 @@ def validate_examples(examples, task: Task, split: str, *, allow_empty: bool = F
         if eid in seen:
             raise ValueError(f"PLD: {split} rows {seen[eid]} and {i} share the id {eid!r}; ids must be unique.")
         seen[eid] = i
+    same = duplicates(examples, task.input_fields)
+    if same:
+        (first, second), *_ = same
+        conflicting = sum(str(examples[a][task.label_field]) != str(examples[b][task.label_field]) for a, b in same)
+        logger.warning("PLD: %d %s rows repeat the inputs of an earlier row under another id (compared by content; "
+                       "first: rows %d and %d)%s; each copy counts again", len(same), split, first, second,
+                       f", {conflicting} of them with another label" if conflicting else "")
     return [ex if ex._input_keys else ex.with_inputs(*task.input_fields) for ex in examples]
+
+
+def duplicates(examples: list[dspy.Example], input_fields: list[str]) -> list[tuple[int, int]]:
+    """(earlier row, later row) for each row whose inputs (not id) repeat an earlier row's."""
+    first: dict[str, int] = {}
+    pairs = []
+    for i, ex in enumerate(examples):
+        key = content_key(ex, input_fields)
+        if key in first:
+            pairs.append((first[key], i))
+        else:
+            first[key] = i
+    return pairs
 
 
 def overlap(splits: dict[str, list[dspy.Example]], input_fields: list[str]) -> dict[str, int]:

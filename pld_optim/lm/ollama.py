@@ -44,11 +44,10 @@ def preflight(model: str, api_base: str | None = None, *, pull: bool = False, ti
     if not is_ollama(model):
         return
     import httpx
-    import ollama
 
     name = model.split("/", 1)[1]
-    host = ollama_host(api_base)
-    client = ollama.Client(host=host, timeout=timeout)
+    host = ollama_host(api_base)  # a malformed address is named (api_base or OLLAMA_HOST) before the import
+    client = _ollama().Client(host=host, timeout=timeout)
     try:
         listed = client.list()
     except (httpx.HTTPError, ConnectionError, OSError) as exc:
@@ -70,6 +69,24 @@ def preflight(model: str, api_base: str | None = None, *, pull: bool = False, ti
         if progress.status != last:
             logger.info("ollama pull %s: %s", name, progress.status)
             last = progress.status
+
+
+def _ollama():
+    """The ollama package. Importing it builds a default client from $OLLAMA_HOST, so a malformed value
+    would fail there with a bare "Port could not be cast to integer"; it is set aside for the import (the
+    client used is always built from the address `ollama_host` worked out, which names a bad OLLAMA_HOST)."""
+    import sys
+
+    if "ollama" not in sys.modules and os.environ.get("OLLAMA_HOST"):
+        saved = os.environ.pop("OLLAMA_HOST")
+        try:
+            import ollama
+        finally:
+            os.environ["OLLAMA_HOST"] = saved
+        return ollama
+    import ollama
+
+    return ollama
 
 
 def preflight_all(models: list[str], api_bases: dict[str, str | None], *, pull: bool = False) -> None:

@@ -20,6 +20,35 @@ def edited_since_search(rules: RuleSet) -> bool:
                 for c in rules.search.pareto)
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def texts_differ_from_system_prompt(rules: RuleSet) -> bool:
+    """The saved system prompt is what the compile rendered; a hand edit of a rule's text leaves it behind.
+    Only when the system prompt shows the task text at all (a custom adapter may render it otherwise)."""
+    prompt = _flat(rules.system_prompt)
+    shown = bool(prompt) and _flat(rules.base_instructions) in prompt
+    return shown and _flat(rules.render_instructions()) not in prompt
+
+
+def stale_score(rules: RuleSet) -> str | None:
+    """Why rules.json's dev macro F1 is not the score of its rules as they are now, or None: it was measured
+    on a prompt the file records (`scored_prompt`); files written before that field are judged by their saved
+    system prompt and the search's records."""
+    if rules.dev_macro_f1 is None:
+        return None
+    if rules.scored_prompt is not None:
+        if rules.scored_prompt == rules.prompt_digest():
+            return None
+        return "its rules, wordings, order or worked examples changed after the dev macro F1 was measured"
+    if texts_differ_from_system_prompt(rules):
+        return "its rule texts differ from the system prompt the compile saved"
+    if edited_since_search(rules):
+        return "its selection is not one the search scored"
+    return None
+
+
 def render_report(rules: RuleSet, *, title: str = "PLD compile", context: dict | None = None) -> str:
     return render("report.md.j2", title=title, context=context or {}, rules=rules, active=active_rules(rules),
-                  edited=edited_since_search(rules))
+                  edited=stale_score(rules))

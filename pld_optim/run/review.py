@@ -16,7 +16,7 @@ from pld_optim.evaluation.scoring import INVALID
 from pld_optim.files import atomic_write_text
 from pld_optim.records import MinedRule
 from pld_optim.rules import Rule, RuleSet
-from pld_optim.run.report import active_rules
+from pld_optim.run.report import active_rules, stale_score
 from pld_optim.run.templating import render
 
 MAX_EXAMPLES = 5  # supporting examples shown per rule; the count says how many there are
@@ -55,7 +55,7 @@ def review_data(rules: RuleSet, mined: list[MinedRule] | None = None) -> dict:
                        "flagged": r.contribution is not None and r.contribution < 0})
     used = {a["rule"].id for a in active}
     unused = [{"rule": r, "stage": stage_of(r)} for r in rules.rules if r.id not in used]
-    return {"rules": rules, "active": active, "unused": unused}
+    return {"rules": rules, "active": active, "unused": unused, "stale": stale_score(rules)}
 
 
 def _figures(rules: RuleSet, active: list[dict]) -> dict[str, str]:

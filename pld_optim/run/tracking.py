@@ -76,10 +76,12 @@ class Tracker:
 
             path = Path(make_url(self.uri).database or "")
             if dry_run and not path.exists():
-                parent = next((p for p in path.resolve().parents if p.exists()), None)
-                if parent is None or not os.access(parent, os.W_OK | os.X_OK):
-                    raise ValueError(f"tracking: the MLflow store {self.uri} cannot be created ({parent} is not a "
-                                     "writable folder); fix tracking.uri / MLFLOW_TRACKING_URI")
+                # SQLite creates the file, never its folder: the folder itself must exist and be writable.
+                parent = path.resolve().parent
+                if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                    reason = "does not exist" if not parent.exists() else "is not a writable folder"
+                    raise ValueError(f"tracking: the MLflow store {self.uri} cannot be created ({parent} {reason}); "
+                                     "create the folder, or fix tracking.uri / MLFLOW_TRACKING_URI")
                 return
         saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
         os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})

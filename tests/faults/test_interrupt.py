@@ -62,7 +62,7 @@ def test_interrupted_compile_resumes_and_loses_at_most_one_unit(clean, tmp_path,
     stage, nth = {"probe": ("student", 12 + 20),
                   "mine": ("teacher:mine", 11 if sig == signal.SIGKILL else 20),
                   "refine": ("student", 12 + 30 + 20),
-                  "search": ("student", sum(c == "student" for c in calls(clean)) - 15)}[phase]
+                  "search": ("student", sum(c == "student:student" for c in calls(clean)) - 15)}[phase]
     interrupt_at(tmp_path, stage, nth, sig)
     first = calls(tmp_path)
     result = run(tmp_path)
