@@ -30,7 +30,7 @@ from pld_optim.datasets import load_stereoset, split_of
 from pld_optim.datasets.common import shared_data_dir
 from pld_optim.evaluation.scoring import run_student, score_outcomes
 from pld_optim.evaluation.stats import paired_difference
-from pld_optim.evaluation.task import resolve_task
+from pld_optim.evaluation.task import content_key, resolve_task
 from pld_optim.lm.adapter import LabelAdapter
 from pld_optim.run.folder import RunFolder
 
@@ -52,15 +52,25 @@ HELD_BACK = {"gender": 40, "profession": 40, "race": 40, "religion": 10}
 
 def held_back() -> list[dspy.Example]:
     """Shared StereoSet intrasentence items outside the excerpt and the shared hashed test split."""
-    shipped = {ex.id for ex in load_stereoset("package:stereoset_excerpt.json")}
+    excerpt = load_stereoset("package:stereoset_excerpt.json")
+    shipped = {ex.id for ex in excerpt} | {content_key(ex, ["context", "sentence"]) for ex in excerpt}
     pool = [ex for ex in load_stereoset(shared_data_dir() / "stereoset") if ex.id not in shipped
-            and split_of(ex.id) != "test"]
+            and content_key(ex, ["context", "sentence"]) not in shipped and split_of(ex.id) != "test"]
     out = []
     for label, n in HELD_BACK.items():
         items = sorted((ex for ex in pool if ex.label == label),
                        key=lambda ex: hashlib.sha1(f"held-back|{ex.id}".encode()).hexdigest())
         out += items[:n]
     return out
+
+
+def write_held_back(path: Path) -> None:
+    ids = {ex.id for ex in held_back()}
+    source = json.loads((shared_data_dir() / "stereoset" / "dev.json").read_text())
+    items = [it for it in source["data"]["intrasentence"] if it["id"] in ids]
+    doc = {"version": source.get("version"), "data": {"intrasentence": items, "intersentence": []}}
+    path.write_text(json.dumps(doc, ensure_ascii=False))
+    print(f"wrote {len(items)} held-back items to {path}")
 
 
 def config_with(overrides: dict, seed: int) -> RunConfig:
@@ -106,7 +116,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--out", default="out/mechanisms")
     parser.add_argument("--test", action="store_true", help="also score the quickstart's test split")
+    parser.add_argument("--write-held-back", metavar="FILE",
+                        help="write the held-back items as a StereoSet file (for `pld-optim evaluate --data`) and stop")
     args = parser.parse_args()
+    if args.write_held_back:
+        write_held_back(Path(args.write_held_back))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dspy.configure_cache(enable_disk_cache=True, disk_cache_dir=str(out / "cache"))

@@ -27,16 +27,27 @@ SIZES = {"test": {"gender": 45, "profession": 45, "race": 45, "religion": 15},
 NAME = "stereoset_excerpt.json"
 NOTE = ("pld-optim quickstart excerpt of the StereoSet dev-set content (Nadeem et al. 2021, CC BY-SA 4.0): "
         "intrasentence items, label-stratified per split, chosen by smallest sha1('excerpt|' + id) within each bias "
-        "type; unchanged text; each item carries its split. See LICENSE and NOTICE.md.")
+        "type, skipping an item whose context and stereotype sentence repeat an earlier one's; unchanged text; each "
+        "item carries its split. See LICENSE and NOTICE.md.")
+
+
+def row_key(item: dict) -> tuple[str, str]:
+    """What the student sees of an item under the bias-type framing: its context and stereotype sentence."""
+    stereotype = next(s["sentence"] for s in item["sentences"] if s.get("gold_label") == "stereotype")
+    return " ".join(item["context"].split()), " ".join(stereotype.split())
 
 
 def build(source: dict) -> list[dict]:
+    """Items whose row repeats an earlier item's (the source has such pairs under two ids) are skipped, so
+    no split holds the same input twice and no input is in two splits."""
     by_label: dict[str, list[dict]] = {}
     for item in source["data"]["intrasentence"]:
         by_label.setdefault(item["bias_type"], []).append(item)
+    seen: set[tuple[str, str]] = set()
     out = []
     for label, pool in sorted(by_label.items()):
         pool = sorted(pool, key=lambda it: hashlib.sha1(f"excerpt|{it['id']}".encode()).hexdigest())
+        pool = [it for it in pool if not (row_key(it) in seen or seen.add(row_key(it)))]
         start = 0
         for split in ("test", "dev", "train"):
             n = SIZES[split][label]
