@@ -80,6 +80,7 @@ def test_compile_with_search_persists_the_study_and_selects_rules(teacher, stude
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
     rules = RuleSet.load(tmp_path / "rules.json")
     assert rules.search is not None and rules.search.n_trials == 8 and rules.selection is not None
+    assert rules.search.sampler == "tpe"  # the default, chosen on real compiles (docs/results.md)
     assert rules.dev_macro_f1 == pytest.approx(1.0) == rules.search.best.macro_f1
     assert (tmp_path / "study.db").exists()
     predictor = compiled.predictors()[0]

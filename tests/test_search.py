@@ -7,6 +7,7 @@ from conftest import LABELS, Classify
 
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.task import resolve_task
+from pld_optim.lm.factory import TokenCounter
 from pld_optim.rules import DemoExample, Prompt, Rule, RuleSet, Selection
 from pld_optim.search import SearchConfig
 from pld_optim.search.space import Space
@@ -35,7 +36,7 @@ def words(text: str) -> int:
 class WordScorer(Scorer):
     """Prompt budgets in words, so a test can state them exactly."""
 
-    token_counter = (words, "words")
+    token_counter = TokenCounter(words, "words")
 
 
 def harness(tmp_path=None, *, rules=RULES, max_demos=0, seed=0, **config):
@@ -43,7 +44,8 @@ def harness(tmp_path=None, *, rules=RULES, max_demos=0, seed=0, **config):
     lm = dspy.LM("local/student", engine=engine, cache=False)
     program = dspy.Predict(Classify)
     scorer = WordScorer(program, resolve_task(program), lm=lm)
-    cfg = SearchConfig(**{"n_trials": 40, "minibatch_size": 8, **config})
+    # `local`, the sampler this synthetic space was built for (the default, tpe, is tested in test_pld)
+    cfg = SearchConfig(**{"n_trials": 40, "minibatch_size": 8, "sampler": "local", **config})
 
     def search(cfg=cfg) -> PromptSearch:
         return PromptSearch(scorer, rules, DEV, config=cfg, max_demos=max_demos, label_field="label",

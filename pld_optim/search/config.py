@@ -18,8 +18,9 @@ class SearchConfig(BaseModel):
     max_prompt_tokens: int | None = Field(None, gt=0, description="hard cap on the system prompt and demos")
     multi_objective: bool = False
     sampler: Literal["local", "tpe", "random"] | optuna.samplers.BaseSampler = Field(
-        "local", description="local: edits of the best prompt so far; or any Optuna sampler object (Python). "
-                             "multi_objective with a name uses NSGA-II")
+        "tpe", description="tpe (measured best on real compiles: docs/results.md); local: edits of the best prompt "
+                           "so far; random; or any Optuna sampler object (Python). multi_objective with a name uses "
+                           "NSGA-II")
     pruner: Literal["median", "none"] | optuna.pruners.BasePruner = Field(
         "median", description="or any Optuna pruner object (Python)")
     n_startup_trials: int = Field(8, ge=0)
