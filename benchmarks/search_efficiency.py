@@ -35,6 +35,7 @@ import optuna
 
 from pld_optim.evaluation.scoring import Outcome
 from pld_optim.evaluation.task import resolve_task
+from pld_optim.lm.factory import TokenCounter
 from pld_optim.rules import Prompt, Rule, Selection, render_instructions
 from pld_optim.search import SearchConfig
 from pld_optim.search.study import PromptSearch
@@ -138,7 +139,7 @@ class DirectScorer:
     call: 48 runs must fit in minutes); it reads the same rendered instructions the real path sends as the
     system message, and counts prompt tokens as words."""
 
-    token_counter = (lambda text: len(text.split()), "words")
+    token_counter = TokenCounter(lambda text: len(text.split()), "words")
 
     def __init__(self):
         self.task = resolve_task(dspy.Predict(Classify))
@@ -149,7 +150,7 @@ class DirectScorer:
         return render_instructions(Classify.instructions, prompt.rules, "label")
 
     def count_tokens(self, prompt: Prompt) -> int:
-        return self.token_counter[0](self.system(prompt))
+        return self.token_counter.count(self.system(prompt))
 
     def outcomes(self, prompt: Prompt, examples: list[dspy.Example]) -> list[Outcome]:
         system = self.system(prompt)

@@ -36,12 +36,11 @@ def _evaluate(args):
     return evaluate_cmd(args)
 
 
-def _folder(name):
-    def run(args):
-        from pld_optim.cli import folder
+def _on_folder(args):
+    """pick, ablate and report: commands on the folder of an earlier compile."""
+    from pld_optim.cli import folder
 
-        return getattr(folder, f"{name}_cmd")(args)
-    return run
+    return getattr(folder, f"{args.command}_cmd")(args)
 
 
 def _compare(args):
@@ -50,11 +49,7 @@ def _compare(args):
     return compare_cmd(args)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pld-optim", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="also show DSPy's and litellm's logs")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_compile(sub) -> None:
     c = sub.add_parser("compile", help="distil rules for the configured task")
     c.add_argument("config")
     c.add_argument("--out", required=True)
@@ -76,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--fresh", action="store_true", help="start over in --out")
     q.set_defaults(func=_compile, config="quickstart", pull=False, test=True)
 
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="score a compiled (or unoptimized) program; prints one JSON object")
     e.add_argument("config")
     e.add_argument("--program", required=True, help="a compile output folder, a program.json, or 'none'")
@@ -88,12 +85,25 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--no-cache", action="store_true", help="call the student even for answers in DSPy's cache")
     e.set_defaults(func=_evaluate)
 
+
+def _add_folder_commands(sub) -> None:
     k = sub.add_parser("pick", help="choose a Pareto point (multi-objective search) within a token budget")
     k.add_argument("config")
     k.add_argument("dir")
     k.add_argument("--max-tokens", type=positive, required=True)
-    k.set_defaults(func=_folder("pick"))
+    k.set_defaults(func=_on_folder)
 
+    a = sub.add_parser("ablate", help="each active rule's dev macro F1 contribution (e.g. after editing rules.json)")
+    a.add_argument("config")
+    a.add_argument("dir")
+    a.set_defaults(func=_on_folder)
+
+    r = sub.add_parser("report", help="write report.md again from the folder's rules.json and print it")
+    r.add_argument("dir")
+    r.set_defaults(func=_on_folder)
+
+
+def _add_compare(sub) -> None:
     m = sub.add_parser("compare", help="PLD against DSPy's optimizers on the same student, data and seed")
     m.add_argument("config")
     m.add_argument("--optimizers", type=optimizer_list, default=optimizer_list(DEFAULT_OPTIMIZERS),
@@ -106,14 +116,13 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--dry-run", action="store_true")
     m.set_defaults(func=_compare)
 
-    a = sub.add_parser("ablate", help="each active rule's dev macro F1 contribution (e.g. after editing rules.json)")
-    a.add_argument("config")
-    a.add_argument("dir")
-    a.set_defaults(func=_folder("ablate"))
 
-    r = sub.add_parser("report", help="write report.md again from the folder's rules.json and print it")
-    r.add_argument("dir")
-    r.set_defaults(func=_folder("report"))
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pld-optim", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="also show DSPy's and litellm's logs")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_compile, _add_evaluate, _add_folder_commands, _add_compare):
+        add(sub)
     return p
 
 

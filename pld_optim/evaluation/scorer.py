@@ -17,7 +17,7 @@ from dspy.utils.callback import BaseCallback
 from pld_optim.evaluation.scoring import Outcome, Score, run_student, score_outcomes
 from pld_optim.evaluation.task import Task
 from pld_optim.lm.adapter import LabelAdapter
-from pld_optim.lm.factory import token_counter
+from pld_optim.lm.factory import TokenCounter, token_counter
 from pld_optim.program import with_rules
 from pld_optim.rules import DEFAULT_PREAMBLE, Prompt
 
@@ -89,10 +89,10 @@ class Scorer:
 
     def count_tokens(self, prompt: Prompt) -> int:
         """Prompt tokens in the student's tokenizer (or litellm's estimate for remote students)."""
-        return self.token_counter[0](self.prompt_text(prompt))
+        return self.token_counter.count(self.prompt_text(prompt))
 
     @property
-    def token_counter(self):
+    def token_counter(self) -> TokenCounter:
         if self._counter is None:
             self._counter = token_counter(self.student_lm)
         return self._counter

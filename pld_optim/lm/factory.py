@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 import dspy
 
@@ -76,13 +77,20 @@ def supports_grammar(lm) -> bool:
     return is_ollama(str(getattr(lm, "model", "")))
 
 
-def token_counter(lm) -> tuple[Callable[[str], int], str]:
+class TokenCounter(NamedTuple):
+    """A prompt-token count and the name of what counted it (a budget means nothing without it)."""
+
+    count: Callable[[str], int]
+    name: str
+
+
+def token_counter(lm) -> TokenCounter:
     """How prompt budgets are counted: the embedded model's own tokenizer, else litellm's counter for the
     model (its tokenizer when litellm knows it, else tiktoken's cl100k)."""
     engine = engine_of(lm)
     if engine is not None:
-        return engine.count_tokens, f"{engine.model} tokenizer"
+        return TokenCounter(engine.count_tokens, f"{engine.model} tokenizer")
     model = str(getattr(lm, "model", ""))
     import litellm
 
-    return (lambda text: litellm.token_counter(model=model, text=text)), f"litellm token_counter ({model})"
+    return TokenCounter(lambda text: litellm.token_counter(model=model, text=text), f"litellm token_counter ({model})")

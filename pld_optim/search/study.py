@@ -114,7 +114,7 @@ class PromptSearch:
         bare = self.scorer.count_tokens(self.prompt([]))
         if config.max_prompt_tokens and bare > config.max_prompt_tokens:
             raise ValueError(f"search: max_prompt_tokens={config.max_prompt_tokens} is below the prompt without any "
-                             f"rule ({bare} tokens, {self.scorer.token_counter[1]})")
+                             f"rule ({bare} tokens, {self.scorer.token_counter.name})")
         storage = storage_url(config, self.out_dir)
         study = optuna.create_study(
             storage=open_storage(storage) if storage is not None else None, sampler=self._sampler(),
@@ -138,7 +138,7 @@ class PromptSearch:
 
     def _callbacks(self) -> list:
         # Counted over the whole study, so several workers sharing one storage stop at n_trials together.
-        callbacks = [optuna.study.MaxTrialsCallback(self.config.n_trials, states=FINISHED)]
+        callbacks = [optuna.study.MaxTrialsCallback(self.config.n_trials, states=FINISHED), log_trial]
         budget = self.config.max_student_calls
         if budget:
             def stop_on_budget(study, trial):
@@ -193,7 +193,7 @@ class PromptSearch:
             best=best, pareto=pareto, n_trials=len(study.trials), history=history,
             n_pruned=states.count(optuna.trial.TrialState.PRUNED),
             n_repaired=sum(bool(t.user_attrs.get("dropped_for_budget")) for t in done),
-            token_counter=self.scorer.token_counter[1], student_calls=_student_calls(study), n_candidates=n_rules,
+            token_counter=self.scorer.token_counter.name, student_calls=_student_calls(study), n_candidates=n_rules,
             n_wordings=n_wordings, n_demo_candidates=n_demos, sampler=self.config.sampler_name())
 
 
@@ -219,3 +219,16 @@ def _front(study: optuna.Study) -> list[Candidate]:
     for c in front:
         points.setdefault((c.prompt_tokens, c.macro_f1), c)
     return list(points.values())
+
+
+def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial: a search runs for minutes, and Optuna's own log is off in the CLI."""
+    finished = [t for t in study.trials if t.state in FINISHED]
+    if trial.state == optuna.trial.TrialState.COMPLETE and trial.values:
+        outcome = f"dev macro F1 {trial.values[0]:.4f}"
+    else:
+        outcome = trial.state.name.lower()
+    best = max((t.values[0] for t in finished if t.state == optuna.trial.TrialState.COMPLETE and t.values),
+               default=None)
+    logger.info("search: trial %d (%d finished): %s%s, %s student calls", trial.number, len(finished), outcome,
+                "" if best is None else f"; best so far {best:.4f}", trial.user_attrs.get("student_calls", "?"))
