@@ -1,4 +1,4 @@
-"""Compile your own DSPy classifier with PLD (runs offline on the embedded models; ~3 minutes on 2 cores).
+"""Compile your own DSPy classifier with PLD (runs offline on the embedded models).
 
 For real results use a real student and teacher, e.g.
     STUDENT=ollama_chat/gemma3:4b TEACHER=gemini/gemini-2.5-flash python examples/custom_program.py
@@ -26,8 +26,8 @@ slice_path = "package:stereoset_excerpt.json"  # shipped with the package
 train = load_stereoset(slice_path, split="train", limit=24)
 dev = load_stereoset(slice_path, split="dev", limit=16)
 
-student = make_lm(os.environ.get("STUDENT", "local/gemma3-270m"), max_tokens=24)
-teacher = make_lm(os.environ.get("TEACHER", "local/smollm2-135m"), max_tokens=384)
+student = make_lm(os.environ.get("STUDENT", "local/qwen2.5-coder-1.5b"), max_tokens=24)
+teacher = make_lm(os.environ.get("TEACHER", "local/qwen2.5-coder-1.5b"), max_tokens=384)
 dspy.configure(lm=student, adapter=LabelAdapter())  # the adapter PLD evaluates with, kept at inference
 
 compiled = PLD(teacher=teacher, max_refine_iters=1, refine_examples=16, out_dir="out/custom").compile(

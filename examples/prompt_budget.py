@@ -25,9 +25,10 @@ class BiasType(dspy.Signature):
 slice_path = "package:stereoset_excerpt.json"  # shipped with the package
 train = load_stereoset(slice_path, split="train", limit=24)
 dev = load_stereoset(slice_path, split="dev", limit=16)
-dspy.configure(lm=make_lm(os.environ.get("STUDENT", "local/gemma3-270m"), max_tokens=24), adapter=LabelAdapter())
+student = make_lm(os.environ.get("STUDENT", "local/qwen2.5-coder-1.5b"), max_tokens=24)
+dspy.configure(lm=student, adapter=LabelAdapter())
 
-pld = PLD(teacher=make_lm(os.environ.get("TEACHER", "local/smollm2-135m"), max_tokens=384), max_refine_iters=0,
+pld = PLD(teacher=make_lm(os.environ.get("TEACHER", "local/qwen2.5-coder-1.5b"), max_tokens=384), max_refine_iters=0,
           out_dir="out/budget", search={"n_trials": 12, "multi_objective": True, "n_startup_trials": 6})
 compiled = pld.compile(dspy.Predict(BiasType), trainset=train, valset=dev)
 
