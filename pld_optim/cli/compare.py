@@ -38,18 +38,8 @@ def compare_cmd(args) -> int:
     folder.check()
     program = build_program(cfg.data)
     task = resolve_task(program)
-    splits = {s: load_split(cfg.data, s) for s in ("train", "dev", "test")}
+    splits, shared = _checked_splits(cfg, task.input_fields)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
-    if not test:
-        raise ValueError("the test split is empty; set data.fractions or data.test_limit")
-    if not dev or not train:
-        raise ValueError(f"the {'dev' if not dev else 'train'} split is empty; set data.fractions")
-    checked = cfg.pld_checked()
-    shared = overlap(splits, task.input_fields)
-    if shared and not checked.allow_overlap:
-        raise ValueError(f"compare: the splits share inputs ({shared}, compared by content, not id): test would "
-                         "score examples an optimizer trained or chose on. Fix the data, or set "
-                         "pld.allow_overlap: true to compare anyway")
     student, teacher = lm_from_config(cfg.student), lm_from_config(cfg.teacher)  # bad model strings fail now
     fingerprint = setup_fingerprint(cfg, splits, task.input_fields, args.budget)
     folder.check_fingerprint(fingerprint)  # results of another setup are refused, in a dry run too
@@ -90,6 +80,26 @@ def compare_cmd(args) -> int:
     if tracker:
         run_id = tracker.log_compare(rows, context, out, run_name=f"compare: {cfg.name}")
         print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
+    return _exit_code(results)
+
+
+def _checked_splits(cfg: RunConfig, input_fields: list[str]) -> tuple[dict[str, list], dict]:
+    """The three splits, none empty, and the inputs they share (refused unless pld.allow_overlap)."""
+    splits = {s: load_split(cfg.data, s) for s in ("train", "dev", "test")}
+    if not splits["test"]:
+        raise ValueError("the test split is empty; set data.fractions or data.test_limit")
+    if not splits["dev"] or not splits["train"]:
+        raise ValueError(f"the {'dev' if not splits['dev'] else 'train'} split is empty; set data.fractions")
+    shared = overlap(splits, input_fields)
+    if shared and not cfg.pld_checked().allow_overlap:
+        raise ValueError(f"compare: the splits share inputs ({shared}, compared by content, not id): test would "
+                         "score examples an optimizer trained or chose on. Fix the data, or set "
+                         "pld.allow_overlap: true to compare anyway")
+    return splits, shared
+
+
+def _exit_code(results) -> int:
+    """2 when an optimizer failed: its row scores the unoptimized program, which must not read as a result."""
     failed = [r for r in results if r.error]
     if failed:
         print(f"pld-optim: error: {len(failed)} optimizer run(s) failed: "

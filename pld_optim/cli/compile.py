@@ -66,22 +66,9 @@ def compile_cmd(args) -> int:
         with dspy.context(lm=student, track_usage=True):
             compiled = pld.execute(run)
     rules = compiled.pld_rules
-    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html"):
-        print(f"wrote {folder.path / name}")
-    if rules.refusals:
-        print(f"quality gates: refused {len(rules.refusals)} teacher texts ({_refusal_counts(rules)}); each is "
-              "listed with its reason in rules.json (refusals) and report.md")
-    if rules.data_overlap:
-        print(f"data overlap (allowed by pld.allow_overlap): {rules.data_overlap}")
+    _print_written(folder, rules)
     if tracker:
-        params = {"config": args.config, "seed": seed, "train_examples": len(run.train),
-                  "dev_examples": len(run.dev), "student": cfg.student.model_dump(),
-                  "teacher": cfg.teacher.model_dump(),
-                  "data": cfg.data.model_dump(), "pld": cfg.pld_params(),
-                  "search": cfg.search.model_dump() if cfg.search else "none"}
-        run_id = tracker.log_compile(rules, folder.path, run_name=cfg.name, params=params, program=compiled,
-                                     student_lm=student)
-        print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
+        _log_to_tracker(tracker, cfg, args, seed, run, compiled, student)
     print(f"compile: {time.perf_counter() - start:.0f} s")
     described = _describe(rules)
     base = rules.baseline_dev_macro_f1
@@ -90,6 +77,27 @@ def compile_cmd(args) -> int:
     if test is not None:
         _test_lines(cfg, program, compiled, test, described, seed)
     return 0
+
+
+def _print_written(folder: RunFolder, rules) -> None:
+    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html"):
+        print(f"wrote {folder.path / name}")
+    if rules.refusals:
+        print(f"quality gates: refused {len(rules.refusals)} teacher texts ({_refusal_counts(rules)}); each is "
+              "listed with its reason in rules.json (refusals) and report.md")
+    if rules.data_overlap:
+        print(f"data overlap (allowed by pld.allow_overlap): {rules.data_overlap}")
+
+
+def _log_to_tracker(tracker: Tracker, cfg, args, seed: int, run, compiled: dspy.Module, student) -> None:
+    params = {"config": args.config, "seed": seed, "train_examples": len(run.train),
+              "dev_examples": len(run.dev), "student": cfg.student.model_dump(),
+              "teacher": cfg.teacher.model_dump(),
+              "data": cfg.data.model_dump(), "pld": cfg.pld_params(),
+              "search": cfg.search.model_dump() if cfg.search else "none"}
+    run_id = tracker.log_compile(compiled.pld_rules, run.folder.path, run_name=cfg.name, params=params,
+                                 program=compiled, student_lm=student)
+    print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
 
 
 def _check_test(run, test: list[dspy.Example]) -> None:
