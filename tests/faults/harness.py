@@ -145,3 +145,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` (the lock file aside) and its bytes: what "nothing changed" compares."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != ".pld.lock"}
+
+
+def compile_pareto_run(tmp_path: Path, n_trials: int) -> tuple[Path, Path]:
+    """A finished CLI compile with a multi-objective search (so pick has a front): its config and folder.
+    Call inside a test that uses the scripted_cli fixture."""
+    config = write_config(tmp_path, search={"multi_objective": True, "n_trials": n_trials, "minibatch_size": 8})
+    out = tmp_path / "run"
+    code, _, err = cli("compile", str(config), "--out", str(out))
+    assert code == 0, err
+    return config, out

@@ -10,7 +10,7 @@ import re
 import dspy
 import pytest
 from conftest import Classify, Sentiment
-from harness import cli, cue_rows, scripted_cli, snapshot, write_config  # noqa: F401 - scripted_cli is a fixture
+from harness import cli, compile_pareto_run, cue_rows, scripted_cli, snapshot, write_config  # noqa: F401 - scripted_cli is a fixture
 
 from pld_optim import RuleSet, apply_rules
 
@@ -18,11 +18,7 @@ from pld_optim import RuleSet, apply_rules
 @pytest.fixture
 def compiled(tmp_path, scripted_cli):  # noqa: F811
     lms = scripted_cli()
-    config, out = write_config(tmp_path, search={"multi_objective": True, "n_trials": 8, "minibatch_size": 8}), \
-        tmp_path / "run"
-    code, _, err = cli("compile", str(config), "--out", str(out))
-    assert code == 0, err
-    return config, out, lms
+    return (*compile_pareto_run(tmp_path, n_trials=8), lms)
 
 
 def edit(out, change) -> dict:

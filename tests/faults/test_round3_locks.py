@@ -8,7 +8,7 @@ import json
 import dspy
 import pytest
 from conftest import Classify, make_examples, student_respond, teacher_respond
-from harness import cli, lock_holder, scripted_cli, snapshot, write_config  # noqa: F401 - fixtures
+from harness import cli, compile_pareto_run, lock_holder, scripted_cli, snapshot, write_config  # noqa: F401 - fixtures
 
 from pld_optim import PLD, RuleSet, RunFolder, apply_rules
 from pld_optim.testing import scripted_lm
@@ -19,11 +19,7 @@ IN_USE = "is in use by another pld-optim command"
 @pytest.fixture
 def compiled(tmp_path, scripted_cli):  # noqa: F811
     lms = scripted_cli()
-    config, out = write_config(tmp_path, search={"multi_objective": True, "n_trials": 6, "minibatch_size": 8}), \
-        tmp_path / "run"
-    code, _, err = cli("compile", str(config), "--out", str(out))
-    assert code == 0, err
-    return config, out, lms
+    return (*compile_pareto_run(tmp_path, n_trials=6), lms)
 
 
 @pytest.mark.parametrize("command", ["compile", "compile --fresh", "pick", "ablate", "report"])

@@ -5,17 +5,11 @@ mined rules it paid for are reused, and report.md says how the first process's s
 import json
 import signal
 
-import pytest
+import test_interrupt
 from harness import cli, scripted_cli, write_config  # noqa: F401 - scripted_cli is a fixture
 from test_interrupt import calls, interrupt_at, run
 
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    out = tmp_path_factory.mktemp("clean")
-    result = run(out)
-    assert result.returncode == 0 and "DONE" in result.stdout, result.stderr[-2000:]
-    return out
+clean = test_interrupt.clean  # the interrupt tests' uninterrupted run (a module-scoped fixture)
 
 
 def rules_of(out):
