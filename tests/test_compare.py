@@ -112,3 +112,13 @@ def test_intervals_of_a_hand_computed_case():
     assert paired_difference(invalid, right, labels) == (-1.0, -1.0)
     with pytest.raises(ValueError, match="same examples in the same order"):
         paired_difference(right, invalid[::-1], labels)
+
+
+def test_peers_get_a_teacher_cap_their_long_answers_fit_and_pld_keeps_its_own():
+    from pld_optim.compare.registry import PEER_TEACHER_MAX_TOKENS, peer_teacher
+
+    short = dspy.LM("openai/teacher", max_tokens=200)
+    raised = peer_teacher(short)
+    assert raised.kwargs["max_tokens"] == PEER_TEACHER_MAX_TOKENS and short.kwargs["max_tokens"] == 200
+    roomy = dspy.LM("openai/teacher", max_tokens=4096)
+    assert peer_teacher(roomy) is roomy

@@ -14,6 +14,7 @@ from pathlib import Path
 from pld_optim.cli.common import check_answers, lm_from_config, preflight, use_disk_cache
 from pld_optim.cli.config import RunConfig, build_program, load_config, load_split
 from pld_optim.compare import Setup, render_html, render_markdown, run_compare, summarize
+from pld_optim.compare.registry import PEER_TEACHER_MAX_TOKENS
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.task import example_id, overlap, resolve_task
 from pld_optim.files import atomic_write_text
@@ -71,7 +72,9 @@ def compare_cmd(args) -> int:
         rows = summarize(results, out, task.labels)
         context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
                    "data": f"{len(train)} train / {len(dev)} dev / {len(test)} test", "seeds": args.seeds,
-                   "budget": args.budget, **({"split overlap (pld.allow_overlap)": shared} if shared else {})}
+                   "budget": args.budget, "peers' teacher max_tokens": max(cfg.teacher.max_tokens or 0,
+                                                                           PEER_TEACHER_MAX_TOKENS),
+                   **({"split overlap (pld.allow_overlap)": shared} if shared else {})}
         markdown = render_markdown(rows, context)
         atomic_write_text(out / "compare.md", markdown)
         render_html(rows, context, out / "compare.html")

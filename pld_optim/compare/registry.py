@@ -46,8 +46,21 @@ def gepa_metric(task: Task):
     return metric
 
 
+# DSPy's optimizers ask their teacher for long answers (InferRules: reasoning and every rule at once; MIPROv2
+# and GEPA: whole instructions) and fail, or keep a text cut mid-sentence, under a cap sized for PLD's one
+# rule per call; each peer gets at least this many output tokens, as a user of that optimizer would set.
+PEER_TEACHER_MAX_TOKENS = 1024
+
+
+def peer_teacher(teacher: dspy.BaseLM) -> dspy.BaseLM:
+    cap = (getattr(teacher, "kwargs", None) or {}).get("max_tokens") or 0
+    return teacher if cap >= PEER_TEACHER_MAX_TOKENS else teacher.copy(max_tokens=PEER_TEACHER_MAX_TOKENS)
+
+
 def optimizers(task: Task, s: Setup) -> dict[str, Callable[[dspy.Module], dspy.Module]]:
     metric, small = exact_match(task), s.budget == "small"
+    pld_teacher = s.teacher  # PLD keeps the configured cap: its teacher writes one rule per call
+    s = s.model_copy(update={"teacher": peer_teacher(s.teacher)})
     teach = {"lm": s.teacher}
     return {
         "zero-shot": lambda p: p,
@@ -73,7 +86,7 @@ def optimizers(task: Task, s: Setup) -> dict[str, Callable[[dspy.Module], dspy.M
         "simba": lambda p: dspy.SIMBA(metric=metric, prompt_model=s.teacher, bsize=min(32, len(s.train)),
                                       num_candidates=2 if small else 6, max_steps=2 if small else 8,
                                       num_threads=s.threads).compile(p, trainset=s.train, seed=s.seed),
-        "pld": lambda p: PLD(teacher=s.teacher, num_threads=s.threads,
+        "pld": lambda p: PLD(teacher=pld_teacher, num_threads=s.threads,
                              out_dir=(s.out / f"pld-seed{s.seed}") if s.out else None,
                              **{**s.pld_kwargs, "seed": s.seed}).compile(p, trainset=s.train, valset=s.dev),
     }

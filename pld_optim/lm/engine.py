@@ -167,17 +167,20 @@ class LlamaCppEngine:
                   bare_label: bool = False) -> tuple[str, tuple[int, int], str]:
         from llama_cpp import LlamaGrammar
 
-        if len(tokens) >= self.n_ctx - 1:
-            # The name leads the message as in litellm's errors: DSPy 3.4.1's InferRules recognises an
-            # overflow (and retries with fewer examples) only by that text in str(error).
+        budget = cfg.max_tokens or self.max_tokens
+        if len(tokens) + budget > self.n_ctx:
+            # As hosted APIs do: a prompt that leaves less room than max_tokens is refused, not answered with
+            # a cut text (InferRules put 140 examples in one prompt, got a few tokens back and stopped on a
+            # parse error). The name leads the message as in litellm's errors: DSPy 3.4.1's InferRules
+            # recognises an overflow (and retries with fewer examples) only by that text in str(error).
             raise dspy.lm15.ContextLengthError(
-                f"ContextWindowExceededError: prompt of {len(tokens)} tokens does not fit "
-                f"n_ctx={self.n_ctx} of local model {self.model}")
+                f"ContextWindowExceededError: prompt of {len(tokens)} tokens plus max_tokens={budget} does not "
+                f"fit n_ctx={self.n_ctx} of local model {self.model}")
         if grammar is not None:
             grammar = (LlamaGrammar.from_json_schema(grammar, verbose=False) if json_schema
                        else LlamaGrammar.from_string(grammar, verbose=False))
         out = self.llama.create_completion(
-            tokens, max_tokens=min(cfg.max_tokens or self.max_tokens, max(1, self.n_ctx - len(tokens) - 1)),
+            tokens, max_tokens=budget,
             temperature=cfg.temperature or 0.0, top_p=cfg.top_p if cfg.top_p is not None else 0.95,
             stop=[*self._chat[1], *cfg.stop], seed=cfg.seed if cfg.seed is not None else self.seed,
             grammar=grammar,
