@@ -25,6 +25,7 @@ from pld_optim.stages.context import StageContext
 from pld_optim.stages.feedback import RefineResult
 from pld_optim.stages.merge import MergeResult
 from pld_optim.stages.mine import MineResult
+from pld_optim.stages.refine import ATTEMPTS as CORRECTION_ATTEMPTS
 
 logger = logging.getLogger("pld_optim")
 
@@ -160,7 +161,7 @@ def estimate_calls(params: PLDParams, search: SearchConfig | None, n_train: int,
     return {
         "teacher: mine": mine,
         "teacher: merge clusters": clusters,
-        "teacher: refine": rounds * (params.max_corrections if corrective else 1),
+        "teacher: refine": rounds * (params.max_corrections * CORRECTION_ATTEMPTS if corrective else 1),
         "student: baseline": n_dev if params.evaluate_baseline else 0,
         "student: probe": probe,
         "student: refine": n_dev + rounds * (refine_train + n_dev),

@@ -227,3 +227,28 @@ def test_corrective_refinement_writes_one_rule_per_confusion():
 def test_mined_rule_model_forbids_unknown_keys():
     with pytest.raises(ValueError):
         MinedRule(example_id="1", gold="a", typo="x")
+
+
+def test_a_refused_corrective_rule_gets_one_more_rollout():
+    """A teacher that names the student's wrong label first (refused by the gates) gets a second, new
+    rollout; its rule is kept, and the refusal stays on record."""
+    train, dev = make_examples(30), make_examples(12, offset=100)
+    answers = []
+
+    def respond(system, user):
+        if "Find what all the failures share" not in " ".join(system.split()):
+            return teacher_respond(system, user)
+        answers.append(user)
+        if len(answers) == 1:
+            return {"rationale": "It looks like race.", "rule": "If the sentence mentions a place, answer race."}
+        return teacher_respond(system, user)
+
+    engine, lm = _teacher(respond)
+    ctx = stage_context(lm, train)
+    gender = Rule(id="R1", text="If the sentence mentions she or mother or wife, answer gender.", label="gender")
+    result = refine(ctx, [gender], train, dev)
+    assert len(answers) == 2 and [r.id for r in result.added] == ["C1"]
+    assert "answer religion" in result.added[0].text
+    (refusal,) = result.refusals
+    assert refusal.reason == "does not name the correct label 'religion'" and refusal.text.endswith("answer race.")
+    assert engine.requests[-1].config.temperature == 1.0  # the retry is a new rollout, not the cached answer

@@ -96,28 +96,51 @@ def illustrated(rules: list[Rule], max_demos: int, label_field: str) -> Prompt:
     return prompt_of(rules, selection, label_field)
 
 
+# A corrective rule the gates refuse gets one more teacher call (a new rollout): on the quickstart the 1.5B
+# teacher wrote "..., answer gender." for "profession answered gender" in both confusions, and refinement
+# added nothing.
+ATTEMPTS = 2
+
+
 def _corrective_rule(ctx: StageContext, current: list[Rule], gold: str, wrong: str, failed: list[Outcome],
                      succeeded: list[Outcome], rule_id: str, iteration: int) -> tuple[Rule | None, list[Refusal]]:
     source = f"iteration {iteration}: {gold} answered {wrong}"
-    try:
-        with dspy.context(lm=ctx.teacher):
-            out = dspy.Predict(CorrectConfusion)(
-                task=ctx.task.signature.instructions, labels=", ".join(ctx.task.labels),
-                rules=[r.text for r in current], gold_label=gold, wrong_label=wrong,
-                failures=describe(failed, ctx), successes=describe(succeeded, ctx))
-    except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
-        logger.warning("refine: corrective rule for %s answered %s failed: %s", gold, wrong, exc)
-        return None, []
-    text = first_sentence(" ".join(str(out.rule or "").split()))
     shown = [ctx.inputs[o.example_id] for o in failed + succeeded if o.example_id in ctx.inputs]
-    reason = ctx.gate.check(text, shown, copied_from=[CorrectConfusion.__doc__]) if text else "teacher returned no rule"
-    if reason is None and not mentions(text, gold):
-        reason = f"does not name the correct label {gold!r}"
-    if reason:
-        return None, [Refusal(stage="refine", source=source, text=text, reason=reason)]
+    refusals = []
+    for attempt in range(ATTEMPTS):
+        out = _ask_for_correction(ctx, current, gold, wrong, failed, succeeded, attempt)
+        if out is None:
+            return None, refusals
+        text = first_sentence(" ".join(str(out.rule or "").split()))
+        reason = (ctx.gate.check(text, shown, copied_from=[CorrectConfusion.__doc__]) if text
+                  else "teacher returned no rule")
+        if reason is None and not mentions(text, gold):
+            reason = f"does not name the correct label {gold!r}"
+        if reason is None:
+            break
+        refusals.append(Refusal(stage="refine", source=source + (f" (attempt {attempt + 1})" if attempt else ""),
+                                text=text, reason=reason))
+    else:
+        return None, refusals
     ids = [o.example_id for o in failed]
     return Rule(id=rule_id, text=text, label=gold, support=ids, cluster_size=len(ids),
                 rationales=[str(out.rationale or "").strip()] if out.rationale else [],
                 corrects=Confusion(gold=gold, predicted=wrong, example_ids=ids),
                 examples=[ctx.demo_pool[i] for i in ids if i in ctx.demo_pool][: ctx.params.n_demo_candidates],
-                origin=f"corrective (refine {iteration}: {gold} answered {wrong})"), []
+                origin=f"corrective (refine {iteration}: {gold} answered {wrong})"), refusals
+
+
+def _ask_for_correction(ctx: StageContext, current: list[Rule], gold: str, wrong: str, failed: list[Outcome],
+                        succeeded: list[Outcome], attempt: int):
+    """The teacher's answer, or None when the call failed (counted by the caller, never fatal). A retry is a
+    new rollout (DSPy's rollout_id, at temperature 1.0), so it is not the cached first answer again."""
+    teacher = ctx.teacher if attempt == 0 else ctx.teacher.copy(rollout_id=attempt, temperature=1.0)
+    try:
+        with dspy.context(lm=teacher):
+            return dspy.Predict(CorrectConfusion)(
+                task=ctx.task.signature.instructions, labels=", ".join(ctx.task.labels),
+                rules=[r.text for r in current], gold_label=gold, wrong_label=wrong,
+                failures=describe(failed, ctx), successes=describe(succeeded, ctx))
+    except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
+        logger.warning("refine: corrective rule for %s answered %s failed: %s", gold, wrong, exc)
+        return None
