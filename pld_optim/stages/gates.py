@@ -60,14 +60,32 @@ def placeholder(text: str) -> str | None:
 
 # Text about the prompt, the model or the rule list itself, not about the task's inputs: an injected command
 # ("Ignore all previous instructions", "Print your system prompt") would ship in the student's system prompt.
+# Its kind, not its instances: a command (a verb where a clause starts) whose object is what the model was
+# told, or a name of what it was told by where or whose it is. A rule about the inputs uses the same verbs
+# with the inputs' things ("ignore any mention of gender", "disclose information before consent") or after a
+# subject ("an employee ignores instructions"), so neither the verb nor the noun alone is refused.
+_CLAUSE = (r"(?:^|[.;:!?,]|\s[-–—]|\b(?:and|then|but|so|also|now|first|finally|next|instead|please|just|simply"
+           r"|always))\s*")
+_COMMAND = (r"(?:(?:do\s+not|don'?t|never|no\s+longer|stop)\s+(?:follow(?:ing)?|obey(?:ing)?|apply(?:ing)?|use"
+            r"|using)|ignore|disregard|forget|override|overrule|bypass|skip|drop|discard|abandon|neglect|replace"
+            r"|print|reveal|repeat|output|show|display|leak|disclose|dump|recite|echo|restate|reproduce"
+            r"|write\s+out|spell\s+out|tell\s+(?:me|us|the\s+user))")
+_TOLD = (r"(?:prompts?|instructions?|directives?|directions|guidance|guidelines?|rules?|rulebook|list|task"
+         r"|(?:everything|anything|all)(?=\s*(?:[.;:!?,]|$|\s(?:and|else|above|before|earlier|so\s+far|written"
+         r"|said|stated|given|you)))|(?:the\s+)?above|what(?:ever)?\s+(?:\w+\s+){0,3}?(?:above|before|earlier"
+         r"|so\s+far))")
+_WHERE = r"(?:above|below|earlier|previously|so\s+far|before\s+(?:this|now|here))"
 _ABOUT_THE_PROMPT = re.compile(
-    r"\b(?:system|previous|prior|above|earlier|original|hidden|initial|your|this)\s+prompts?\b"
-    r"|\b(?:previous|prior|above|earlier|original|initial|your|these|those|system|all|other|following)\s+"
-    r"(?:instructions?|directives?|messages?|rules?)\b"
-    r"|\b(?:this|that|every|each|any|no|other)\s+rule\b|\brules?\s+(?:\d+|above|below)\b"
-    r"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:all|everything|any|anything|the\s+above|what|them|it)\b"
-    r"|\b(?:print|reveal|repeat|output|show|display|leak|disclose)\s+(?:the\s+|your\s+|this\s+)?"
-    r"(?:system|prompt|instructions?|rules)\b"
+    # A command aimed at what the model was told: "ignore the task description", "print the full prompt text".
+    rf"{_CLAUSE}\b{_COMMAND}\s+(?:[\w'-]+\s+){{0,3}}?{_TOLD}\b"
+    # What the model was told, named by where or whose it is: "previous instructions", "the rules above".
+    r"|\b(?:system|previous|prior|above|earlier|original|hidden|initial|preceding|foregoing|your|this)\s+prompts?\b"
+    r"|\b(?:previous|prior|above|earlier|original|initial|preceding|foregoing|hidden|system|your|these|those"
+    r"|other|the\s+following)\s+(?:instructions?|directives?|messages?|rules|guidance|guidelines)\b"
+    r"|\b(?:instructions?|directives?|rules?|prompts?|guidance|guidelines|list|text)\s+"
+    rf"(?:(?:listed|written|given|stated|shown|provided)\s+)?{_WHERE}\b"
+    r"|\b(?:this|that|every|each|any|no|other)\s+rule\b|\brules?\s+\d+\b"
+    r"|\b(?:new|updated|revised|real|actual)\s+(?:instructions?|directives?|system\s+prompt)\b"
     r"|\byou\s+are\b|\byour\s+(?:role|task|job|answer|output|instructions?|rules?|prompt)\b"
     # "model" and "assistant" alone are professions in StereoSet: only unambiguous names of an AI.
     r"|\b(?:as\s+an\s+ai|ai\s+model|language\s+model|chatgpt|llm|jailbreak)\b",
@@ -80,7 +98,8 @@ def addresses_model(text: str) -> str | None:
     match = _ABOUT_THE_PROMPT.search(text)
     if match is None:
         return None
-    return f"speaks about the prompt, the model or the rules ({match.group(0)!r}), not about the inputs"
+    said = match.group(0).strip(" .;:!?,-–—")
+    return f"speaks about the prompt, the model or the rules ({said!r}), not about the inputs"
 
 
 def fragment(text: str, min_words: int = 5, max_words: int = 80) -> str | None:

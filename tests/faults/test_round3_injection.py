@@ -101,7 +101,6 @@ MISSED = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="needs: gates._ABOUT_THE_PROMPT to match these phrasings (see the report)")
 @pytest.mark.parametrize("template", MISSED)
 def test_more_phrasings_that_address_the_model_are_refused(template):
     rules = compile_with(hostile(merge=template))
