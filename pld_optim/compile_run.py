@@ -10,17 +10,18 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dspy
 
 from pld_optim.evaluation.scorer import Scorer
-from pld_optim.evaluation.scoring import Score
-from pld_optim.evaluation.task import Task, example_id, overlap, resolve_task, validate_examples
+from pld_optim.evaluation.scoring import Outcome, Score, check_valid
+from pld_optim.evaluation.task import Task, content_key, example_id, overlap, resolve_task, validate_examples
 from pld_optim.params import PLDParams
-from pld_optim.run.folder import RunFolder, data_digest
+from pld_optim.run.folder import RunFolder, check_cache, data_digest
 from pld_optim.run.usage import UsageLog
 from pld_optim.search.config import SearchConfig
+from pld_optim.search.storage import check_storage
+from pld_optim.search.study import check_budget
 from pld_optim.stages.context import StageContext
 from pld_optim.stages.feedback import RefineResult
 from pld_optim.stages.merge import MergeResult
@@ -28,6 +29,8 @@ from pld_optim.stages.mine import MineResult
 from pld_optim.stages.refine import ATTEMPTS as CORRECTION_ATTEMPTS
 
 logger = logging.getLogger("pld_optim")
+# Zero-shot dev answers that check the student when neither the baseline nor a contrastive probe scores it.
+STUDENT_CHECK = 8
 
 
 @dataclass
@@ -116,7 +119,29 @@ def check_data(student: dspy.Module, params: PLDParams, trainset, valset) -> tup
     if shared:
         logger.warning("PLD: %d dev examples share their inputs with train examples (allow_overlap)",
                        shared["train/dev"])
-    return task, train, dev, shared
+    # Repeats inside one split are allowed (validate_examples warns), and reported next to the overlap.
+    repeats = {f"{name}/{name}": len(rows) - len({content_key(ex, task.input_fields) for ex in rows})
+               for name, rows in (("train", train), ("dev", dev))}
+    return task, train, dev, {**shared, **{pair: n for pair, n in repeats.items() if n}}
+
+
+def prepare_run(student: dspy.Module, params: PLDParams, search: SearchConfig | None, trainset, valset,
+                out_dir, adapter: dspy.Adapter) -> CompileRun:
+    """`PLD.prepare`: every check that needs no LM call, so a setting a dry run passes cannot fail after the
+    teacher was paid: the data and its overlap, the folder and its cache, the study storage, and a token
+    budget the prompt without rules already exceeds (counted with the student's tokenizer, when it has one)."""
+    task, train, dev, shared = check_data(student, params, trainset, valset)
+    folder = out_folder(out_dir)
+    if folder is not None:
+        folder.check("out_dir")
+        check_cache(folder.cache_dir)
+    if search is not None:
+        check_storage(search, folder.path if folder else None)
+        scorer = Scorer(student, task, adapter=adapter)
+        if search.max_prompt_tokens and scorer.student_lm is not None:  # no LM: the compile names that first
+            check_budget(scorer, search)
+    return CompileRun(student=student, task=task, train=train, dev=dev, params=params, search=search,
+                      folder=folder, adapter=adapter, overlap=shared)
 
 
 def fingerprint(run: CompileRun, teacher: dspy.BaseLM, student_lm, names: list[str], embedder) -> dict:
@@ -144,9 +169,11 @@ def _lm_identity(lm) -> dict:
 
 
 def out_folder(out_dir) -> RunFolder | None:
+    """The folder `out_dir` names, given as it came: Path('') is '.', so an empty string must reach
+    RunFolder's own check (the one the CLI's --out meets) before any conversion."""
     if out_dir is None:
         return None
-    return out_dir if isinstance(out_dir, RunFolder) else RunFolder(Path(out_dir))
+    return out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
 
 
 def estimate_calls(params: PLDParams, search: SearchConfig | None, n_train: int, n_dev: int,
@@ -162,7 +189,7 @@ def estimate_calls(params: PLDParams, search: SearchConfig | None, n_train: int,
         "teacher: mine": mine,
         "teacher: merge clusters": clusters,
         "teacher: refine": rounds * (params.max_corrections * CORRECTION_ATTEMPTS if corrective else 1),
-        "student: baseline": n_dev if params.evaluate_baseline else 0,
+        "student: baseline": n_dev if params.evaluate_baseline else 0 if probe else min(n_dev, STUDENT_CHECK),
         "student: probe": probe,
         "student: refine": n_dev + rounds * (refine_train + n_dev),
         "student: search": search.n_trials * n_dev + n_dev if search is not None else 0,
@@ -170,12 +197,18 @@ def estimate_calls(params: PLDParams, search: SearchConfig | None, n_train: int,
     }
 
 
-def check_student(score, split: str, max_invalid_share: float) -> None:
-    """A student that rarely gives a valid answer makes every later number meaningless: stop now."""
-    bad = score.invalid + score.failures
-    if score.n and bad / score.n > max_invalid_share:
-        raise RuntimeError(
-            f"PLD: the student gave no valid label for {bad} of {score.n} {split} examples zero-shot ({score.failures} "
-            f"calls failed, {score.invalid} answers outside the labels), more than max_invalid_share="
-            f"{max_invalid_share}. Check that the student model runs and answers (its max_tokens, the adapter, "
-            "the program's input fields reaching it) before compiling.")
+def check_student(outcomes: list[Outcome], labels: list[str], split: str, max_invalid_share: float) -> Score:
+    """A student that rarely gives a valid answer makes every later number meaningless: stop now, with the
+    first failed call's own error (a missing key, an unknown model), as every command does."""
+    return check_valid(outcomes, labels, f"PLD: the zero-shot student on {split}", max_invalid_share)
+
+
+def search_failed(folder: RunFolder | None, exc: Exception, kept_rules: int) -> RuntimeError:
+    """What a failed search leaves and what a rerun costs: only a folder's cache replays the earlier stages."""
+    where = folder.path / "rules.json" if folder else "PLD.rules_"
+    rerun = ("rerun the same command: mining, clustering and refinement replay from the folder's cache, so only "
+             "the search runs again" if folder else "compile again; with no out_dir there is no folder to resume "
+             "from, so mining, clustering and refinement run again (free only where DSPy's own disk cache still "
+             "holds their calls): pass out_dir= to resume instead")
+    return RuntimeError(f"PLD: the search failed ({type(exc).__name__}: {exc}). Refinement's {kept_rules} rules are "
+                        f"kept in {where}. Fix the search settings and {rerun}.")

@@ -93,8 +93,9 @@ class RuleSet(Record):
     refusals: list[Refusal] = Field(default_factory=list, description="teacher texts the quality gates refused")
     search: SearchResult | None = None
     usage: list[StageUsage] = Field(default_factory=list)
-    data_overlap: dict[str, int] = Field(default_factory=dict, description="examples whose inputs appear in two "
-                                                                           "splits, per pair of splits")
+    data_overlap: dict[str, int] = Field(
+        default_factory=dict, description="examples whose inputs appear in two splits, per pair ('train/dev'); "
+                                          "repeats inside one split as 'train/train'")
     seed: int | None = None
     context: dict = Field(default_factory=dict, description="the run that made it: config, student, teacher, seed, "
                                                             "split sizes, wall time (heads report.md and review.html)")

@@ -11,12 +11,13 @@ import dspy
 from dspy.teleprompt import Teleprompter
 
 from pld_optim.compile_run import (
+    STUDENT_CHECK,
     CompileRun,
-    check_data,
     check_student,
     estimate_calls,
     fingerprint,
-    out_folder,
+    prepare_run,
+    search_failed,
     stratified,
 )
 from pld_optim.evaluation.scorer import Scorer
@@ -27,9 +28,8 @@ from pld_optim.params import PLDParams, validate
 from pld_optim.program import apply_rules
 from pld_optim.records import Selection
 from pld_optim.rules import Prompt, RuleSet
-from pld_optim.run.folder import RunFolder, check_cache
+from pld_optim.run.folder import RunFolder
 from pld_optim.search.config import SearchConfig
-from pld_optim.search.storage import check_storage
 from pld_optim.search.study import PromptSearch
 from pld_optim.stages.cluster import cluster_rules, make_embedder
 from pld_optim.stages.context import StageContext
@@ -125,15 +125,7 @@ class PLD(Teleprompter):
         parameters, the output folder, its cache and the search storage. `pld-optim compile --dry-run` runs
         only this."""
         params, search = self.validated()
-        task, train, dev, shared = check_data(student, params, trainset, valset)
-        folder = out_folder(self.out_dir)
-        if folder is not None:
-            folder.check("out_dir")
-            check_cache(folder.cache_dir)
-        if search is not None:
-            check_storage(search, folder.path if folder else None)
-        return CompileRun(student=student, task=task, train=train, dev=dev, params=params, search=search,
-                          folder=folder, adapter=self.adapter or LabelAdapter(), overlap=shared)
+        return prepare_run(student, params, search, trainset, valset, self.out_dir, self.adapter or LabelAdapter())
 
     def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
         """Distil rules into a copy of `student` and return it; `student` is never changed.
@@ -183,12 +175,19 @@ class PLD(Teleprompter):
     # -- the steps ------------------------------------------------------------------------------
 
     def _baseline(self, run: CompileRun) -> None:
-        with run.usage.stage("baseline" if run.params.evaluate_baseline else "input check", run.scorer):
+        """Before the teacher is paid, the student must answer: on all of dev (the baseline), else on the
+        train probe contrastive mining runs anyway (`_mine`), else on the first dev examples."""
+        p, labels = run.params, run.task.labels
+        with run.usage.stage("baseline" if p.evaluate_baseline else "input check", run.scorer):
             run.scorer.check_inputs_reach(run.dev[:2])
-            if run.params.evaluate_baseline:
-                run.baseline = run.scorer.score(Prompt(), run.dev)
-        if run.baseline is not None:
-            check_student(run.baseline, "dev", run.params.max_invalid_share)
+            if p.evaluate_baseline:
+                outcomes = run.scorer.outcomes(Prompt(), run.dev)
+            elif p.mining != "contrastive":
+                outcomes = run.scorer.outcomes(Prompt(), run.dev[:STUDENT_CHECK])
+        if p.evaluate_baseline:
+            run.baseline = check_student(outcomes, labels, "dev", p.max_invalid_share)
+        elif p.mining != "contrastive":
+            check_student(outcomes, labels, f"the first {len(outcomes)} dev examples", p.max_invalid_share)
 
     def _mine(self, run: CompileRun) -> None:
         p, rng = run.params, run.rng("mine")
@@ -198,7 +197,7 @@ class PLD(Teleprompter):
             with run.usage.stage("probe", run.scorer):
                 outcomes = run.scorer.outcomes(Prompt(), probe)
             if run.baseline is None:
-                check_student(score_outcomes(outcomes, run.task.labels), "train", p.max_invalid_share)
+                check_student(outcomes, run.task.labels, "the train probe", p.max_invalid_share)
             examples, mistakes = contrastive_sample(probe, outcomes, run.task.labels,
                                                     p.max_train_examples or len(probe), rng)
         else:
@@ -253,12 +252,7 @@ class PLD(Teleprompter):
             except Exception as exc:
                 kept = self._finish(run, self._ruleset(run, refined, None, None, run.refined.score or run.scorer.score(
                     Prompt(rules=[r.text for r in refined]), run.dev)))
-                where = run.folder.path / "rules.json" if run.folder else "PLD.rules_"
-                raise RuntimeError(
-                    f"PLD: the search failed ({type(exc).__name__}: {exc}). Refinement's "
-                    f"{len(kept.pld_rules.active_rules())} rules are kept in {where}. Fix the search settings and "
-                    "rerun the same command: mining, clustering and refinement replay from the folder's cache, so "
-                    "only the search runs again.") from exc
+                raise search_failed(run.folder, exc, len(kept.pld_rules.active_rules())) from exc
             # This process scored the winner already, unless an earlier one did: then once more (a cache hit).
             score = (score_outcomes(outcomes, run.task.labels) if outcomes is not None
                      else run.scorer.score(search.prompt(result.best.selection), run.dev))

@@ -39,9 +39,10 @@ def compile_cmd(args) -> int:
         raise ValueError("--test: the test split is empty; set data.fractions or data.test_limit")
     pld = make_pld(cfg, folder, seed)
     student = lm_from_config(cfg.student)  # a bad model string, GGUF path or OLLAMA_HOST fails here, in a dry run too
-    # Data, labels, parameters, the folder, its cache and the study, checked before any LM call and before
-    # --fresh removes anything.
-    run = pld.prepare(program, train, dev)
+    # Data, labels, parameters, the folder, its cache, the study and the token budget (the student's
+    # tokenizer, no call), checked before any LM call and before --fresh removes anything.
+    with dspy.context(lm=student):
+        run = pld.prepare(program, train, dev)
     if test is not None:
         _check_test(run, test)
     tracker = Tracker.from_config(cfg.tracking)

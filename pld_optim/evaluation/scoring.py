@@ -65,18 +65,21 @@ def score_outcomes(outcomes: list[Outcome], labels: list[str]) -> Score:
 def check_valid(outcomes: list[Outcome], labels: list[str], where: str, max_invalid_share: float = 0.5) -> Score:
     """The score of `outcomes`, or an error when more than `max_invalid_share` of them are failed calls or
     answers outside the labels: such a figure measures a broken setup (a wrong model name or key, too few
-    max_tokens, a program that drops its inputs), not the prompt, and must not end in exit code 0."""
+    max_tokens, a program that drops its inputs), not the prompt, and must not end in exit code 0. The error
+    names the first failed call's own message, since that (a missing key, an unknown model) is the fix.
+    Every command and `PLD.compile` check the student here, so they all say the same."""
     score = score_outcomes(outcomes, labels)
     bad = score.failures + score.invalid
     if score.n and bad / score.n > max_invalid_share:
-        first = next((o.error for o in outcomes if o.error), None)
+        first = next((o.error.strip().splitlines()[0][:300] for o in outcomes if o.error and o.error.strip()),
+                     None)  # one line: an adapter's parse error runs to a page
         answered = sorted({str(o.pred) for o in outcomes if o.error is None and o.pred not in labels})[:3]
         raise RuntimeError(
-            f"{where}: {bad} of {score.n} answers are no valid label ({score.failures} calls failed"
-            + (f", the first with {first}" if first else "") + f"; {score.invalid} answers outside {labels}"
-            + (f", e.g. {answered}" if answered else "") + f"), more than max_invalid_share={max_invalid_share} "
-            "(YAML: pld.max_invalid_share). Check the student: its model name, key or server (student.model, "
-            "student.api_base), its max_tokens, and the program's input fields.")
+            f"{where}: no valid label for {bad} of {score.n} examples ({score.failures} calls failed"
+            + (f", the first with {first}" if first else "") + f"; {score.invalid} answers outside the labels "
+            f"{labels}" + (f", e.g. {answered}" if answered else "") + f"), more than max_invalid_share="
+            f"{max_invalid_share} (YAML: pld.max_invalid_share). Check the student: its model name, key or server "
+            "(student.model, student.api_base), its max_tokens, and the program's input fields.")
     return score
 
 

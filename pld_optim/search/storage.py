@@ -58,7 +58,7 @@ def check_storage(config: SearchConfig, out_dir: Path | None) -> None:
         raise ValueError(f"search.storage={url!r} is not a database URL (e.g. sqlite:///study.db or "
                          "postgresql://user@host/db)") from exc
     if parsed.get_backend_name() == "sqlite":
-        _check_sqlite(url, parsed)
+        _check_sqlite(url, parsed, configured=config.storage is not None)
         return
     try:
         engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
@@ -72,13 +72,19 @@ def check_storage(config: SearchConfig, out_dir: Path | None) -> None:
     _check_tables(tables, parsed.render_as_string(), "check search.storage")
 
 
-def _check_sqlite(url: str, parsed) -> None:
+def _check_sqlite(url: str, parsed, *, configured: bool) -> None:
+    """SQLite creates a missing database file but never its folder. The compile creates its output folder
+    (where the default study.db goes) before the search; a configured file's folder must exist already."""
     import sqlite3
 
     if not parsed.database or parsed.database == ":memory:":
         return
     path = Path(parsed.database)
     if not path.exists():
+        if configured and not path.parent.is_dir():
+            raise ValueError(f"search storage {url}: the folder {path.parent} does not exist (SQLite creates the "
+                             "database file, not its folder); create it or set search.storage to a file in an "
+                             "existing folder")
         parent = next((p for p in path.parents if p.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise ValueError(f"search storage {url}: cannot create {path} ({parent} is not a writable folder); "

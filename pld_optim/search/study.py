@@ -24,7 +24,7 @@ import optuna
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.scoring import Outcome, score_outcomes
 from pld_optim.records import Candidate, SearchResult, Selection
-from pld_optim.rules import Rule, prompt_of
+from pld_optim.rules import Prompt, Rule, prompt_of
 from pld_optim.search.config import SearchConfig
 from pld_optim.search.plots import save_plots
 from pld_optim.search.sampler import LocalSearchSampler
@@ -39,6 +39,17 @@ def study_name_for(rules: list[Rule], name: str | None) -> str:
     """A new rule set gets a new study: old trials scored other rules and must not mix in."""
     parts = [v for r in rules for v in r.variants()] + [e.id for r in rules for e in r.examples]
     return f"{name or 'pld'}-{hashlib.sha1(chr(10).join(parts).encode()).hexdigest()[:10]}"
+
+
+def check_budget(scorer: Scorer, config: SearchConfig) -> None:
+    """A token budget below the prompt without any rule leaves no feasible prompt. It needs only the
+    student's tokenizer, so `PLD.prepare` (and a dry run) checks it before the teacher is paid."""
+    if not config.max_prompt_tokens:
+        return
+    bare = scorer.count_tokens(Prompt())
+    if bare > config.max_prompt_tokens:
+        raise ValueError(f"search: max_prompt_tokens={config.max_prompt_tokens} is below the prompt without any "
+                         f"rule ({bare} tokens, {scorer.token_counter.name}); raise search.max_prompt_tokens")
 
 
 class PromptSearch:
@@ -111,10 +122,7 @@ class PromptSearch:
         """Continue (or start) the study to `n_trials` finished trials; the result and, when this process
         scored it, the best prompt's dev outcomes."""
         config = self.config
-        bare = self.scorer.count_tokens(self.prompt([]))
-        if config.max_prompt_tokens and bare > config.max_prompt_tokens:
-            raise ValueError(f"search: max_prompt_tokens={config.max_prompt_tokens} is below the prompt without any "
-                             f"rule ({bare} tokens, {self.scorer.token_counter.name})")
+        check_budget(self.scorer, config)
         storage = storage_url(config, self.out_dir)
         study = optuna.create_study(
             storage=open_storage(storage) if storage is not None else None, sampler=self._sampler(),

@@ -281,7 +281,7 @@ def test_a_student_with_mostly_invalid_answers_stops_before_mining():
     answers = iter(["race", "perhaps", "no idea", "unclear"] * 20)
     student = scripted_lm(lambda s, u: {"label": next(answers)}, "student")  # 3 of 4 outside the labels
     with dspy.context(lm=student):
-        with pytest.raises(RuntimeError, match=r"no valid label for 9 of 12 dev examples zero-shot.*max_invalid_share"):
+        with pytest.raises(RuntimeError, match=r"on dev: no valid label for 9 of 12 examples.*max_invalid_share"):
             PLD(teacher=teacher).compile(dspy.Predict(Classify), trainset=make_examples(30),
                                          valset=make_examples(12, offset=100))
     assert _teacher_calls(teacher) == 0

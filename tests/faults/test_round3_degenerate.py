@@ -26,8 +26,8 @@ def nonsense(system, user):
 def test_python_a_student_whose_every_call_fails_stops_before_the_teacher():
     teacher = scripted_lm(teacher_respond, "teacher")
     with dspy.context(lm=scripted_lm(refused, "student")):
-        with pytest.raises(RuntimeError, match=r"no valid label for 12 of 12 dev examples zero-shot \(12 calls "
-                                               r"failed.*max_invalid_share"):
+        with pytest.raises(RuntimeError, match=r"the zero-shot student on dev: no valid label for 12 of "
+                                               r"12 examples \(12 calls failed.*max_invalid_share"):
             PLD(teacher=teacher).compile(dspy.Predict(Classify), trainset=make_examples(30),
                                          valset=make_examples(12, offset=100))
     assert teacher._engine_spec.calls == 0
@@ -117,8 +117,6 @@ def test_compare_with_a_failed_optimizer_exits_nonzero_and_retries_it(tmp_path, 
     assert json.loads((out / "pld-seed0.json").read_text())["error"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs: PLD._baseline/_mine to check the student when mining='label' and "
-                                       "evaluate_baseline=False (see the report)")
 def test_label_mining_without_a_baseline_still_checks_the_student():
     teacher = scripted_lm(teacher_respond, "teacher")
     with dspy.context(lm=scripted_lm(nonsense, "student")):

@@ -38,8 +38,6 @@ def test_an_empty_output_folder_is_refused_everywhere(tmp_path, out, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "data.csv"]  # nothing written in the cwd
 
 
-@pytest.mark.xfail(strict=True, reason="needs: compile_run.out_folder to pass out_dir to RunFolder unconverted "
-                                       "(Path('') is '.'; see the report)")
 def test_python_an_empty_out_dir_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     try:
@@ -136,8 +134,6 @@ def test_a_tracking_store_in_a_missing_folder_fails_the_dry_run(tmp_path, monkey
     assert not (tmp_path / "no").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs: search/storage._check_sqlite to require the configured file's folder "
-                                       "to exist (see the report)")
 def test_a_sqlite_storage_in_a_missing_folder_fails_the_dry_run(tmp_path, scripted_cli):  # noqa: F811
     lms = scripted_cli()
     storage = f"sqlite:///{tmp_path / 'no' / 'such' / 'study.db'}"
@@ -147,8 +143,6 @@ def test_a_sqlite_storage_in_a_missing_folder_fails_the_dry_run(tmp_path, script
     assert code == 2 and "search.storage" in err and lms.calls("teacher") == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason="needs: PLD.prepare to check search.max_prompt_tokens against the prompt "
-                                       "without rules (see the report)")
 def test_a_token_budget_below_the_bare_prompt_fails_before_the_teacher():
     with pytest.raises(ValueError, match="max_prompt_tokens"):  # today: the search fails after mining was paid
         python_compile(search={"n_trials": 2, "max_prompt_tokens": 5})  # the bare prompt alone is ~100 tokens

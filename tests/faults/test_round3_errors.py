@@ -116,8 +116,6 @@ def test_an_unexpected_error_is_one_line_naming_the_command(tmp_path, monkeypatc
            "report ...`" in err
 
 
-@pytest.mark.xfail(strict=True, reason="needs: PLD._baseline to check the student with evaluation.scoring.check_valid "
-                                       "on the baseline's outcomes, which names the first failure (see the report)")
 def test_a_student_that_cannot_be_called_is_named_with_its_error():
     def no_key(system, user):
         raise RuntimeError("AuthenticationError: set OPENAI_API_KEY")
@@ -128,12 +126,15 @@ def test_a_student_that_cannot_be_called_is_named_with_its_error():
                                                               valset=make_examples(12, offset=100))
 
 
-@pytest.mark.xfail(strict=True, reason="needs: PLD._search's failure message to promise a replay from the folder's "
-                                       "cache only when there is an out_dir (see the report)")
-def test_a_failed_search_without_a_folder_does_not_promise_a_cached_rerun():
+def test_a_failed_search_without_a_folder_does_not_promise_a_cached_rerun(monkeypatch):
+    def broken(self, seeds=()):
+        raise RuntimeError("the study storage went away")  # a budget below the bare prompt now fails in prepare
+
+    monkeypatch.setattr("pld_optim.teleprompter.PromptSearch.run", broken)
     with dspy.context(lm=scripted_lm(student_respond, "student")):
         with pytest.raises(RuntimeError, match="search failed") as err:
             PLD(teacher=scripted_lm(teacher_respond), n_clusters=1, max_refine_iters=0,
-                search={"n_trials": 2, "max_prompt_tokens": 5}).compile(
+                search={"n_trials": 2}).compile(
                 dspy.Predict(Classify), trainset=make_examples(30), valset=make_examples(12, offset=100))
     assert "folder's cache" not in str(err.value)  # there is no folder: a rerun pays for everything again
+    assert "pass out_dir=" in str(err.value)

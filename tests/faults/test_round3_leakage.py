@@ -112,8 +112,6 @@ def test_duplicates_within_one_split_are_reported(caplog):
     assert "first: rows 0 and 30" in caplog.text and "1 of them with another label" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="needs: compile_run.check_data to count duplicates within a split in "
-                                       "data_overlap (see the report)")
 def test_duplicates_within_one_split_are_counted_in_rules_json():
     train = make_examples(30)
     train += [train[0].copy(id="again-0")]
