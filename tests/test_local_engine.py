@@ -65,7 +65,8 @@ def test_one_engine_per_model_and_context_overflow_is_clear(gemma):
     assert engine_of(make_lm("local/gemma3-270m", max_tokens=16, n_ctx=2048)) is engine_of(gemma)
     with dspy.context(lm=gemma, adapter=LabelAdapter()):
         # "ContextWindowExceededError" in the text is what InferRules looks for before retrying with fewer examples.
-        with pytest.raises(Exception, match="ContextWindowExceededError: prompt of .* plus max_tokens=16 does not fit n_ctx=2048"):
+        overflow = "ContextWindowExceededError: prompt of .* plus max_tokens=16 does not fit n_ctx=2048"
+        with pytest.raises(Exception, match=overflow):
             dspy.Predict(Classify)(sentence="word " * 3000)
 
 

@@ -200,6 +200,9 @@ def test_compile_from_python_with_a_local_teacher_string(student, data, monkeypa
     # What a 135M teacher writes rarely passes the quality gates (tested on their own in test_gates.py); they
     # are opened here so the compile must finish: a refused rule cannot pass as this path working.
     monkeypatch.setattr("pld_optim.stages.mine._refusal", lambda *a, **k: None)
+    # Every call must reach the engine: an earlier run's answers in DSPy's disk cache would not.
+    monkeypatch.setattr(dspy, "cache", dspy.clients.Cache(enable_disk_cache=False, enable_memory_cache=False,
+                                                          disk_cache_dir="", memory_max_entries=0))
     pld = PLD(teacher="local/smollm2-135m", max_train_examples=2, n_clusters=1, max_refine_iters=0,
               contribution=False, **PAPER)
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
