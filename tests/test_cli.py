@@ -91,7 +91,7 @@ def test_compile_then_evaluate_on_the_embedded_models(tmp_path):
     redone = mine.failures + sum(r.stage == "mine" for r in rules.refusals)  # failed or refused: mined again
     assert rules.search is not None and (out / "study.db").exists()  # the quickstart runs the whole product
 
-    data = Path(__file__).parents[1] / "pld_optim" / "data" / "stereoset_quickstart.json"
+    data = Path(__file__).parents[1] / "pld_optim" / "data" / "stereoset_excerpt.json"
     scores = {}
     for program in (str(out), "none"):
         result = run_cli("evaluate", str(config), "--program", program, "--data", str(data), "--split", "test",

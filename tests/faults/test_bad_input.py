@@ -208,7 +208,7 @@ def test_pickled_programs_are_refused(tmp_path):
 
 def test_loaders_accept_what_a_config_accepts():
     """`package:` worked in YAML only; from Python the loader said "StereoSet not found"."""
-    rows = load_stereoset("package:stereoset_quickstart.json", split="train")
+    rows = load_stereoset("package:stereoset_excerpt.json", split="train")
     assert rows and {r.label for r in rows} == {"gender", "profession", "race", "religion"}
 
 
