@@ -20,7 +20,8 @@ from pathlib import Path
 
 import dspy
 
-from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.cli.config import load_config
+from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.lm.adapter import LabelAdapter
 from pld_optim.lm.factory import engine_of, make_lm
 from pld_optim.program import apply_rules

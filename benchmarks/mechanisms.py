@@ -25,9 +25,10 @@ import yaml
 
 from pld_optim.cli.common import lm_from_config
 from pld_optim.cli.compile import make_pld
-from pld_optim.cli.config import RunConfig, build_program, load_split
+from pld_optim.cli.config import RunConfig
 from pld_optim.datasets import load_stereoset, split_of
 from pld_optim.datasets.common import shared_data_dir
+from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.evaluation.scoring import run_student, score_outcomes
 from pld_optim.evaluation.stats import paired_difference
 from pld_optim.evaluation.task import content_key, resolve_task

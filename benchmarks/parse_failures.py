@@ -15,7 +15,7 @@ import logging
 
 import dspy
 
-from pld_optim.cli.config import DataConfig, build_program, load_split
+from pld_optim.datasets.tasks import DataConfig, build_program, load_split
 from pld_optim.evaluation.scoring import run_student, score_outcomes
 from pld_optim.evaluation.task import resolve_task
 from pld_optim.lm.adapter import LabelAdapter

@@ -19,8 +19,9 @@ from pathlib import Path
 import dspy
 
 from pld_optim.cli.common import lm_from_config
-from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.cli.config import load_config
 from pld_optim.compare import Setup, load_outcomes, run_compare, summarize
+from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.evaluation.stats import paired_difference
 from pld_optim.evaluation.task import resolve_task
 

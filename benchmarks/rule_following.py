@@ -19,8 +19,9 @@ import time
 
 import dspy
 
-from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.cli.config import load_config
 from pld_optim.datasets import REFERENCE_RULES
+from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.evaluation.scoring import run_student, score_outcomes
 from pld_optim.evaluation.task import resolve_task
 from pld_optim.lm.adapter import LabelAdapter

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
+# Field metadata, read by `neutral_names` and `set_elsewhere` instead of hand-kept lists of names:
+# `neutral`: the value changes how a compile runs or reports, not what it finds, so a folder resumes with
+# another value (the fingerprint leaves it out); `yaml`: where a YAML config sets it, if not in `pld:`.
+NEUTRAL = {"neutral": True}
 
 
 class PLDParams(BaseModel):
@@ -26,8 +30,8 @@ class PLDParams(BaseModel):
                                                                 "the paper's label-conditioned examples")
     max_train_examples: Positive | None = Field(description="teacher calls for mining (None: every probed example)")
     probe_examples: Positive = Field(description="contrastive mining: train examples the student answers first")
-    num_threads: Positive
-    student_threads: Positive | None
+    num_threads: Positive = Field(json_schema_extra={**NEUTRAL, "yaml": "teacher.threads"})
+    student_threads: Positive | None = Field(json_schema_extra={**NEUTRAL, "yaml": "student.threads"})
     embedder: str | Callable
     cluster_method: Literal["kmeans", "dbscan"]
     cluster_by: Literal["label", "all"]
@@ -48,11 +52,45 @@ class PLDParams(BaseModel):
     max_demos: NonNegative = Field(description="worked examples the search may show the student (0: rules only)")
     n_demo_candidates: NonNegative = Field(description="train examples per rule the search chooses demos from")
     max_invalid_share: Annotated[float, Field(gt=0, le=1)] = Field(
-        description="stop when more of the zero-shot dev answers than this are invalid or failed")
-    allow_overlap: bool = Field(description="go on (with a warning) when train and dev share examples")
-    evaluate_baseline: bool
-    contribution: bool
-    seed: Annotated[int, Field(ge=0, lt=2**32)]
+        description="stop when more of the zero-shot dev answers than this are invalid or failed",
+        json_schema_extra=NEUTRAL)
+    allow_overlap: bool = Field(description="go on (with a warning) when train and dev share examples",
+                                json_schema_extra=NEUTRAL)
+    evaluate_baseline: bool = Field(json_schema_extra=NEUTRAL)
+    contribution: bool = Field(json_schema_extra=NEUTRAL)
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(json_schema_extra={"yaml": "seed"})
+
+    @staticmethod
+    def fields_of(pld) -> dict:
+        """PLD's stored constructor arguments, named one by one so a reader can follow each to its stage."""
+        return dict(
+            labels=pld.labels, label_field=pld.label_field, mining=pld.mining,
+            max_train_examples=pld.max_train_examples, probe_examples=pld.probe_examples, num_threads=pld.num_threads,
+            student_threads=pld.student_threads,
+            embedder=pld.embedder, cluster_method=pld.cluster_method, cluster_by=pld.cluster_by,
+            n_clusters=pld.n_clusters, max_clusters=pld.max_clusters, eps=pld.eps, min_samples=pld.min_samples,
+            min_cluster_size=pld.min_cluster_size, n_phrasings=pld.n_phrasings, refinement=pld.refinement,
+            max_refine_iters=pld.max_refine_iters, refine_examples=pld.refine_examples, n_failures=pld.n_failures,
+            n_successes=pld.n_successes, max_corrections=pld.max_corrections, min_delta=pld.min_delta,
+            max_demos=pld.max_demos, n_demo_candidates=pld.n_demo_candidates,
+            max_invalid_share=pld.max_invalid_share, allow_overlap=pld.allow_overlap,
+            evaluate_baseline=pld.evaluate_baseline, contribution=pld.contribution,
+            seed=pld.seed)
+
+
+def _meta(model: type[BaseModel], key: str) -> dict[str, object]:
+    return {name: (f.json_schema_extra or {}).get(key) for name, f in model.model_fields.items()
+            if (f.json_schema_extra or {}).get(key) is not None}
+
+
+def neutral_names(model: type[BaseModel]) -> set[str]:
+    """Fields of `model` (PLDParams, SearchConfig) marked `neutral`: left out of a run's fingerprint."""
+    return set(_meta(model, "neutral"))
+
+
+def set_elsewhere() -> dict[str, str]:
+    """PLD parameters a YAML config sets outside its `pld:` section, with where."""
+    return {name: str(where) for name, where in _meta(PLDParams, "yaml").items()}
 
 
 def validate(params: dict, where: str = "PLD") -> PLDParams:

@@ -6,7 +6,7 @@ the count of calls that failed, so refusals and failures travel one way: up, ins
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Record(BaseModel):
@@ -15,11 +15,14 @@ class Record(BaseModel):
 
 
 class Refusal(Record):
-    """A teacher text a quality gate kept out of the prompt, with the reason (pld_optim/stages/gates.py)."""
+    """A teacher text a quality gate kept out of the prompt, with the gate and its reason
+    (pld_optim/stages/gates.py)."""
 
     stage: str = Field(description="mine, merge or refine")
     source: str = Field(description="the example id, cluster or refine iteration it came from")
     text: str
+    gate: str = Field("unknown", description="the gate that refused it (e.g. placeholder, fragment); 'unknown' in "
+                                             "rules.json files written before gates were named (format 1 and 2)")
     reason: str
 
 
@@ -31,16 +34,35 @@ class StageResult(Record):
 
 
 class MinedRule(Record):
-    """Stage 1 output for one train example; `error` is set instead of failing the run."""
+    """Stage 1 output for one train example: a failed call sets `error`, a refused rule `refusal`, instead
+    of failing the run."""
 
     example_id: str
     gold: str
     rationale: str = ""
     rule: str = ""
-    error: str | None = None
-    refused: bool = Field(False, description="the rule was written but a quality gate refused it (`error` says why)")
+    error: str | None = Field(None, description="the teacher call gave nothing usable (an error, no rule)")
+    refusal: Refusal | None = Field(None, description="the rule was written but a quality gate refused it")
     inputs: str = Field("", description="the example as the teacher saw it, so provenance reads without the data")
     predicted: str | None = Field(None, description="contrastive mining: the student's zero-shot answer it corrects")
+
+    @property
+    def ok(self) -> bool:
+        """A rule to cluster and to keep on resume; a failed or refused example is mined again."""
+        return self.error is None and self.refusal is None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refused_flag(cls, data):
+        """mined.jsonl is a resume checkpoint: lines written before refusals were records say `refused: true`
+        with the gate's reason in `error`."""
+        if not isinstance(data, dict) or "refused" not in data:
+            return data
+        data = dict(data)
+        if data.pop("refused"):
+            data["refusal"] = {"stage": "mine", "source": data.get("example_id", ""), "text": data.get("rule", ""),
+                               "reason": data.pop("error", None) or "refused"}
+        return data
 
 
 class ClusterReport(Record):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import dspy
 from pydantic import Field, model_validator
 
-from pld_optim.files import atomic_write_text, read_text
+from pld_optim.files import atomic_write_text, read_json
 from pld_optim.records import ClusterReport, Record, RefineIteration, Refusal, SearchResult, Selection, StageUsage
 
 FORMAT_VERSION = 2
@@ -49,7 +51,10 @@ class Rule(Record):
     rationales: list[str] = Field(default_factory=list, description="sample teacher rationales, as provenance")
     cluster_size: int = 0
     label: str | None = Field(None, description="the gold label its mined rules shared (label-wise clustering)")
-    origin: str = "cluster"
+    stage: Literal["cluster", "corrective", "rewrite"] = Field(
+        "cluster", description="the stage that wrote it: merged from a cluster, a corrective rule of refinement, or "
+                               "the paper's rewrite of the list")
+    origin: str = Field("cluster", description="how it came about, for a reader")
     corrects: Confusion | None = Field(None, description="corrective rules: the confusion it was written to fix")
     examples: list[DemoExample] = Field(
         default_factory=list, description="train examples that illustrate it, the most telling first; the search "
@@ -57,6 +62,15 @@ class Rule(Record):
     contribution: float | None = Field(
         None, description="dev macro F1 of the final prompt minus its F1 without this rule (None: not active or "
                           "not measured); negative: the prompt does better without it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_of_old_files(cls, data):
+        """Files written before rules carried a stage said it only in `origin`'s first word."""
+        if isinstance(data, dict) and "stage" not in data and isinstance(data.get("origin"), str):
+            first = data["origin"].split(" ", 1)[0]
+            data = {**data, "stage": {"corrective": "corrective", "refine": "rewrite"}.get(first, "cluster")}
+        return data
 
     def variants(self) -> list[str]:
         """Index 0 is the canonical text; the search stage picks among these."""
@@ -68,7 +82,7 @@ class Prompt:
     """What the student sees besides the task: numbered rules in the instructions, and worked examples."""
 
     rules: list[str] = field(default_factory=list)
-    demos: list[dspy.Example] | None = None  # None: the program keeps the demos it has (usually none)
+    demos: list[dspy.Example] | None = None  # PLD's worked examples; the program's own demos are kept before them
 
 
 class RuleSet(Record):
@@ -90,7 +104,8 @@ class RuleSet(Record):
     dev_confusion: list[list[int]] | None = Field(None, description="the same with the chosen rules")
     clustering: ClusterReport | None = None
     history: list[RefineIteration] = Field(default_factory=list)
-    refusals: list[Refusal] = Field(default_factory=list, description="teacher texts the quality gates refused")
+    refusals: list[Refusal] = Field(default_factory=list, description="teacher texts the quality gates refused, "
+                                    "and train rows kept out of the worked examples (stage 'demos')")
     search: SearchResult | None = None
     usage: list[StageUsage] = Field(default_factory=list)
     data_overlap: dict[str, int] = Field(
@@ -139,6 +154,16 @@ class RuleSet(Record):
         except (ValueError, IndexError, KeyError, AttributeError):
             return False
         return names <= {"label_field"}
+
+    @classmethod
+    def measured(cls, **fields) -> RuleSet:
+        """A compile's rule set, complete: it records digests of the prompt its dev figures were measured on
+        and of each rule the search scored, so that report and pick can tell an edited rules.json later."""
+        draft = cls(**fields)
+        digests = {"scored_prompt": draft.prompt_digest() if draft.dev_macro_f1 is not None else None}
+        if draft.search is not None:
+            digests["rule_digests"] = {r.id: cls.rule_digest(r) for r in draft.rules}
+        return draft.model_copy(update=digests)
 
     def prompt_digest(self) -> str:
         """What the student sees from these rules (instructions and demos), as a short digest."""
@@ -210,10 +235,7 @@ class RuleSet(Record):
         path = Path(path)
         if path.is_dir():
             raise ValueError(f"{path} is a folder; give its rules.json ({path / 'rules.json'})")
-        try:
-            data = json.loads(read_text(path))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+        data = read_json(path)
         try:
             return cls.model_validate(data)
         except ValueError as exc:
@@ -241,3 +263,19 @@ def render_instructions(base: str, rules: list[str], label_field: str, preamble:
     lines = [base.rstrip(), "", preamble.format(label_field=label_field)]
     lines += [f"{i}. {' '.join(rule.split())}" for i, rule in enumerate(rules, 1)]
     return "\n".join(lines)
+
+
+def split_rule_block(instructions: str, label_field: str, preamble: str = DEFAULT_PREAMBLE
+                     ) -> tuple[str, list[str]] | None:
+    """The inverse of `render_instructions`: (base instructions, rules) when `instructions` end in the rule
+    block PLD renders, else None. A program PLD compiled is mined again from its base: with the old block in
+    its task text, every rule the teacher writes reads as a copy of the task."""
+    head = f"\n\n{preamble.format(label_field=label_field)}\n"
+    at = instructions.rfind(head)
+    if at < 0:
+        return None
+    lines = instructions[at + len(head):].split("\n")
+    numbered = [re.fullmatch(rf"{i}\. (\S.*)", line) for i, line in enumerate(lines, 1)]
+    if not all(numbered):
+        return None
+    return instructions[:at], [match.group(1) for match in numbered]

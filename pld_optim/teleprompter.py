@@ -10,37 +10,29 @@ from pathlib import Path
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from pld_optim.compile_run import (
-    STUDENT_CHECK,
-    CompileRun,
-    check_student,
-    estimate_calls,
-    fingerprint,
-    prepare_run,
-    search_failed,
-    stratified,
-)
+from pld_optim.datasets.sampling import stratified
 from pld_optim.evaluation.scorer import Scorer
-from pld_optim.evaluation.scoring import score_outcomes
-from pld_optim.lm.adapter import LabelAdapter
+from pld_optim.evaluation.scoring import Score, check_valid
+from pld_optim.lm.adapter import LabelAdapter, student_adapter
 from pld_optim.lm.factory import as_lm
 from pld_optim.params import PLDParams, validate
-from pld_optim.program import apply_rules
+from pld_optim.plan import STUDENT_CHECK, CompilePlan, apply_rules, estimate_lm_calls, plan_compile
 from pld_optim.records import Selection
 from pld_optim.rules import Prompt, RuleSet
+from pld_optim.run.fingerprint import fingerprint
 from pld_optim.run.folder import RunFolder
+from pld_optim.run.usage import UsageLog
 from pld_optim.search.config import SearchConfig
-from pld_optim.search.study import PromptSearch
-from pld_optim.stages.cluster import cluster_rules, make_embedder
+from pld_optim.search.study import Choice, PromptSearch, SearchFailed
+from pld_optim.stages.cluster import ClusterResult, cluster_rules, make_embedder
 from pld_optim.stages.context import StageContext
-from pld_optim.stages.contribution import rule_contributions, with_contributions
-from pld_optim.stages.merge import merge_clusters
-from pld_optim.stages.mine import contrastive_sample, mine
+from pld_optim.stages.contribution import rule_contributions
+from pld_optim.stages.feedback import RefineResult
+from pld_optim.stages.merge import MergeResult, merge_clusters
+from pld_optim.stages.mine import MineResult, contrastive_sample, mine
 from pld_optim.stages.refine import refine
 
 logger = logging.getLogger("pld_optim")
-REPORTING_ONLY = {"evaluate_baseline", "contribution", "num_threads", "student_threads", "allow_overlap",
-                  "max_invalid_share"}
 
 
 class PLD(Teleprompter):
@@ -75,7 +67,8 @@ class PLD(Teleprompter):
         max_invalid_share: stop when more zero-shot dev answers than this share are invalid or failed.
         allow_overlap: go on when dev holds train examples (compared by content); else an error.
         search: `SearchConfig` or dict for the Optuna stage; None skips it.
-        adapter: the adapter every stage runs under (default `LabelAdapter()`).
+        adapter: the adapter every stage runs under; default: the student runs under the configured one
+            (`dspy.configure(adapter=...)`), else `LabelAdapter()`, and the teacher under `LabelAdapter()`.
         out_dir: output folder (str, Path or `RunFolder`): resume, artifacts, report.md, review.html.
         evaluate_baseline, contribution: score zero-shot on dev; measure each rule's worth after compile.
         progress: progress bars. seed: every random choice (sampling, clustering, search).
@@ -93,26 +86,43 @@ class PLD(Teleprompter):
                  search: SearchConfig | dict | None = None, adapter: dspy.Adapter | None = None,
                  out_dir: str | Path | RunFolder | None = None, evaluate_baseline: bool = True,
                  contribution: bool = True, progress: bool = False, seed: int = 0):
-        for name, value in locals().items():
-            if name not in ("self", "__class__"):
-                setattr(self, name, value)
+        # The constructor only stores, as scikit-learn's do; `prepare` validates.
+        self.teacher = teacher
+        self.labels, self.label_field = labels, label_field
+        # Mining
+        self.mining, self.max_train_examples, self.probe_examples = mining, max_train_examples, probe_examples
+        # Clustering and merging
+        self.embedder, self.cluster_method, self.cluster_by = embedder, cluster_method, cluster_by
+        self.n_clusters, self.max_clusters, self.eps = n_clusters, max_clusters, eps
+        self.min_samples, self.min_cluster_size, self.n_phrasings = min_samples, min_cluster_size, n_phrasings
+        # Refinement
+        self.refinement, self.max_refine_iters, self.refine_examples = refinement, max_refine_iters, refine_examples
+        self.n_failures, self.n_successes = n_failures, n_successes
+        self.max_corrections, self.min_delta = max_corrections, min_delta
+        # The search and its worked examples
+        self.search, self.max_demos, self.n_demo_candidates = search, max_demos, n_demo_candidates
+        # Checks, reporting and execution
+        self.max_invalid_share, self.allow_overlap = max_invalid_share, allow_overlap
+        self.evaluate_baseline, self.contribution = evaluate_baseline, contribution
+        self.num_threads, self.student_threads = num_threads, student_threads
+        self.adapter, self.out_dir, self.progress, self.seed = adapter, out_dir, progress, seed
 
     @classmethod
     def defaults(cls) -> dict:
         """Each parameter's default, from the one place it is stated: this class's signature."""
         return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
 
-    def estimate_calls(self, n_train: int, n_dev: int, n_labels: int) -> dict[str, int]:
-        """Upper bounds on LM calls per stage, before any money is spent (cache hits are free)."""
-        return estimate_calls(*self.validated(), n_train, n_dev, n_labels)
-
     def get_params(self) -> dict:
         return {name: getattr(self, name) for name in self.defaults()}
+
+    def estimate_calls(self, n_train: int, n_dev: int, n_labels: int) -> dict[str, int]:
+        """Upper bounds on LM calls per stage, before any money is spent (cache hits are free)."""
+        return estimate_lm_calls(*self.validated(), n_train, n_dev, n_labels)
 
     def validated(self) -> tuple[PLDParams, SearchConfig | None]:
         """scikit-learn's way: the constructor stores, `compile` validates, against the schema YAML's `pld:`
         section uses too (pld_optim.params)."""
-        params = validate({n: getattr(self, n) for n in PLDParams.model_fields})
+        params = validate(PLDParams.fields_of(self))
         if self.search is None or isinstance(self.search, SearchConfig):
             return params, self.search
         try:
@@ -120,42 +130,53 @@ class PLD(Teleprompter):
         except ValueError as exc:
             raise ValueError(f"PLD: search: {exc}") from None
 
-    def prepare(self, student: dspy.Module, trainset, valset=None) -> CompileRun:
-        """Everything that can be checked before the first LM call: data, labels and their overlap, the
-        parameters, the output folder, its cache and the search storage. `pld-optim compile --dry-run` runs
-        only this."""
+    def prepare(self, student: dspy.Module, trainset, valset=None) -> CompilePlan:
+        """Everything that can be checked before the first LM call, as a frozen plan: data, labels and their
+        overlap, the parameters, the output folder, its cache and the search storage. `pld-optim compile
+        --dry-run` runs only this."""
         params, search = self.validated()
-        return prepare_run(student, params, search, trainset, valset, self.out_dir, self.adapter or LabelAdapter())
+        return plan_compile(student, params, search, trainset, valset, self.out_dir, student_adapter(self.adapter),
+                            self.adapter or LabelAdapter())
 
     def compile(self, student: dspy.Module, *, trainset, valset=None, teacher=None, **kwargs) -> dspy.Module:
         """Distil rules into a copy of `student` and return it; `student` is never changed.
 
-        Steps: prepare (all checks, no LM call), baseline, mine, cluster, refine, search, contributions,
-        finish. With `out_dir`, the same call after an interruption resumes from the folder.
+        `teacher`, as in DSPy, may be a program: PLD's teacher is the LM it runs on (an LM or a model string is
+        accepted too); default the constructor's. With `out_dir`, the same call after an interruption resumes
+        from the folder.
         """
         if kwargs:
             raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
-        return self.execute(self.prepare(student, trainset, valset), teacher)
+        plan = self.prepare(student, trainset, valset)
+        return self._execute(plan, self._teacher_lm(teacher))
 
-    def execute(self, run: CompileRun, teacher=None) -> dspy.Module:
-        """The stages of a prepared compile (the CLI prepares, then removes an old run for --fresh)."""
-        teacher_lm = self._teacher(teacher)
-        run.ctx = self._context(run, teacher_lm)
-        folder = run.folder
-        with folder.writing() if folder else nullcontext():
-            if folder is not None:
-                names = [n for n in PLDParams.model_fields if n not in REPORTING_ONLY]
-                folder.claim(fingerprint(run, teacher_lm, run.scorer.student_lm, names, self.embedder))
-            with dspy.context(adapter=run.adapter):
-                self._baseline(run)
-                self._mine(run)
-                self._cluster(run)
-                self._refine(run)
-                rules = self._search(run)
-                rules = self._contributions(run, rules)
-                return self._finish(run, rules)
+    def _execute(self, plan: CompilePlan, teacher: dspy.BaseLM) -> dspy.Module:
+        ctx = self._context(plan, teacher)
+        usage = UsageLog()
+        with plan.folder.writing() if plan.folder else nullcontext():
+            if plan.folder is not None:
+                plan.folder.claim(fingerprint(plan, teacher, ctx.scorer.student_lm, self.embedder))
+            with dspy.context(adapter=plan.teacher_adapter):  # the student's runs inside ctx.scorer
+                baseline = self._baseline(plan, ctx, usage)
+                mined = self._mine(plan, ctx, usage, baseline)
+                clusters, merged = self._cluster(plan, ctx, usage, mined)
+                refined = self._refine(plan, ctx, usage, merged)
+                stages = (baseline, mined, clusters, merged, refined)
+                try:
+                    choice = self._search(plan, ctx, usage, merged, refined)
+                except SearchFailed:
+                    # Refinement's rules are kept (in the folder, or as `rules_`) before the error propagates.
+                    unsearched = self._unsearched(plan, ctx, refined)
+                    self._finish(plan, plan.rule_set(ctx, usage, *stages, unsearched), mined, baseline,
+                                 unsearched.score)
+                    raise
+                contributions = self._contributions(plan, ctx, usage, choice)
+                return self._finish(plan, plan.rule_set(ctx, usage, *stages, choice, contributions), mined,
+                                    baseline, choice.score)
 
-    def _teacher(self, teacher) -> dspy.BaseLM:
+    def _teacher_lm(self, teacher) -> dspy.BaseLM:
+        if isinstance(teacher, dspy.Module):
+            teacher = next((p.lm for p in teacher.predictors() if p.lm is not None), None) or dspy.settings.lm
         lm = as_lm(teacher if teacher is not None else self.teacher) or dspy.settings.lm
         if lm is None:
             raise ValueError("PLD: no teacher; pass teacher='provider/model' or a dspy.LM, or dspy.configure(lm=...)")
@@ -163,129 +184,112 @@ class PLD(Teleprompter):
             lm = lm.copy(rollout_id=self.seed)  # seeded samples that still hit the cache
         return lm
 
-    def _context(self, run: CompileRun, teacher: dspy.BaseLM) -> StageContext:
-        if run.task.predictor.lm is None and dspy.settings.lm is None:
+    def _context(self, plan: CompilePlan, teacher: dspy.BaseLM) -> StageContext:
+        if plan.task.predictor.lm is None and dspy.settings.lm is None:
             raise ValueError("PLD: the student program has no LM; dspy.configure(lm=...) or predictor.set_lm(...)")
-        p = run.params
-        scorer = Scorer(run.student, run.task, adapter=run.adapter, num_threads=p.student_threads or p.num_threads,
+        p = plan.params
+        scorer = Scorer(plan.student, plan.task, adapter=plan.adapter, num_threads=p.student_threads or p.num_threads,
                         progress=self.progress)
-        return StageContext.build(run.task, run.train, teacher, scorer, p, make_embedder(self.embedder, p.seed),
+        return StageContext.build(plan.task, plan.train, teacher, scorer, p, make_embedder(p.embedder, p.seed),
                                   self.progress)
 
-    # -- the steps ------------------------------------------------------------------------------
+    # -- the steps: each takes what it needs and returns what it made ---------------------------------
 
-    def _baseline(self, run: CompileRun) -> None:
+    def _baseline(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog) -> Score | None:
         """Before the teacher is paid, the student must answer: on all of dev (the baseline), else on the
         train probe contrastive mining runs anyway (`_mine`), else on the first dev examples."""
-        p, labels = run.params, run.task.labels
-        with run.usage.stage("baseline" if p.evaluate_baseline else "input check", run.scorer):
-            run.scorer.check_inputs_reach(run.dev[:2])
-            if p.evaluate_baseline:
-                outcomes = run.scorer.outcomes(Prompt(), run.dev)
-            elif p.mining != "contrastive":
-                outcomes = run.scorer.outcomes(Prompt(), run.dev[:STUDENT_CHECK])
-        if p.evaluate_baseline:
-            run.baseline = check_student(outcomes, labels, "dev", p.max_invalid_share)
-        elif p.mining != "contrastive":
-            check_student(outcomes, labels, f"the first {len(outcomes)} dev examples", p.max_invalid_share)
+        p, scorer = plan.params, ctx.scorer
+        checked = plan.dev if p.evaluate_baseline else [] if p.mining == "contrastive" else plan.dev[:STUDENT_CHECK]
+        with usage.stage("baseline" if p.evaluate_baseline else "input check", scorer):
+            scorer.check_inputs_reach(plan.dev[:2])
+            outcomes = scorer.outcomes(Prompt(), checked) if checked else []
+        if not outcomes:
+            return None
+        where = "dev" if p.evaluate_baseline else f"the first {len(outcomes)} dev examples"
+        score = check_valid(outcomes, plan.task.labels, f"PLD: the zero-shot student on {where}", p.max_invalid_share)
+        return score if p.evaluate_baseline else None
 
-    def _mine(self, run: CompileRun) -> None:
-        p, rng = run.params, run.rng("mine")
+    def _mine(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog, baseline: Score | None) -> MineResult:
+        p, rng, label_field = plan.params, plan.rng("mine"), plan.task.label_field
         mistakes = None
         if p.mining == "contrastive":
-            probe = stratified(run.train, run.task.label_field, p.probe_examples, rng)
-            with run.usage.stage("probe", run.scorer):
-                outcomes = run.scorer.outcomes(Prompt(), probe)
-            if run.baseline is None:
-                check_student(outcomes, run.task.labels, "the train probe", p.max_invalid_share)
-            examples, mistakes = contrastive_sample(probe, outcomes, run.task.labels,
+            probe = stratified(plan.train, label_field, p.probe_examples, rng)
+            with usage.stage("probe", ctx.scorer):
+                outcomes = ctx.scorer.outcomes(Prompt(), probe)
+            if baseline is None:
+                check_valid(outcomes, plan.task.labels, "PLD: the zero-shot student on the train probe",
+                            p.max_invalid_share)
+            examples, mistakes = contrastive_sample(probe, outcomes, plan.task.labels,
                                                     p.max_train_examples or len(probe), rng)
         else:
-            examples = stratified(run.train, run.task.label_field, p.max_train_examples, rng)
-        checkpoint = run.folder.mined_log() if run.folder else None
-        with run.usage.stage("mine") as spent:
-            run.mined = mine(run.ctx, examples, mistakes=mistakes, checkpoint=checkpoint)
-            spent.failures = run.mined.failures
-        if not run.mined.good():
-            refused = run.mined.refusals
-            reasons = "; ".join(sorted({r.reason for r in refused}))[:300] or "none"
-            first = next((m.error for m in run.mined.mined if m.error and not m.refused), "none")
-            raise RuntimeError(f"PLD: the teacher produced no usable rule for {len(examples)} examples ({len(refused)} "
-                               f"refused by the quality gates: {reasons}); first error: {first}. Use a stronger "
-                               "teacher or more examples.")
+            examples = stratified(plan.train, label_field, p.max_train_examples, rng)
+        with usage.stage("mine") as spent:
+            mined = mine(ctx, examples, mistakes=mistakes, checkpoint=plan.folder.mined_log() if plan.folder else None)
+            spent.failures = mined.failures
+        if not mined.good():
+            reasons = "; ".join(sorted({r.reason for r in mined.refusals}))[:300] or "none"
+            first = next((m.error for m in mined.mined if m.error), "none")
+            raise RuntimeError(f"PLD: the teacher produced no usable rule for {len(examples)} examples "
+                               f"({len(mined.refusals)} refused by the quality gates: {reasons}); first error: "
+                               f"{first}. Use a stronger teacher or more examples.")
+        return mined
 
-    def _cluster(self, run: CompileRun) -> None:
-        p = run.params
-        with run.usage.stage("cluster") as spent:
-            run.clusters = cluster_rules(run.mined.good(), run.ctx.embed, by=p.cluster_by, method=p.cluster_method,
-                                         n_clusters=p.n_clusters, max_clusters=p.max_clusters, eps=p.eps,
-                                         min_samples=p.min_samples, min_cluster_size=p.min_cluster_size, seed=p.seed)
-            run.merged = merge_clusters(run.ctx, run.clusters)
-            spent.failures = run.merged.failures
+    def _cluster(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog,
+                 mined: MineResult) -> tuple[ClusterResult, MergeResult]:
+        p = plan.params
+        with usage.stage("cluster") as spent:
+            clusters = cluster_rules(mined.good(), ctx.embed, by=p.cluster_by, method=p.cluster_method,
+                                     n_clusters=p.n_clusters, max_clusters=p.max_clusters, eps=p.eps,
+                                     min_samples=p.min_samples, min_cluster_size=p.min_cluster_size, seed=p.seed)
+            merged = merge_clusters(ctx, clusters)
+            spent.failures = merged.failures
+        return clusters, merged
 
-    def _refine(self, run: CompileRun) -> None:
-        sample = run.rng("refine").sample(run.train, min(run.params.refine_examples, len(run.train)))
-        with run.usage.stage("refine", run.scorer) as spent:
-            run.refined = refine(run.ctx, run.merged.rules, sample, run.dev)
-            spent.failures = run.refined.failures
+    def _refine(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog, merged: MergeResult) -> RefineResult:
+        sample = plan.rng("refine").sample(plan.train, min(plan.params.refine_examples, len(plan.train)))
+        with usage.stage("refine", ctx.scorer) as spent:
+            refined = refine(ctx, merged.rules, sample, plan.dev)
+            spent.failures = refined.failures
+        return refined
 
-    def _search(self, run: CompileRun) -> RuleSet:
-        clustered, refined = run.merged.rules, run.refined.rules
-        pool = refined + [r for r in clustered if r.id not in {x.id for x in refined}]
-        if run.search is None:
-            return self._ruleset(run, refined, None, None, run.refined.score or run.scorer.score(
-                Prompt(rules=[r.text for r in refined]), run.dev))
-        # Known points, and no rules at all (zero-shot, scored as the baseline): rules that do not beat it
-        # on dev are not shipped. Rules only: the clustered and the refined list; with demos: the refined
-        # list with one and with two worked examples per rule (the decoder keeps at most max_demos).
-        if run.params.max_demos:
-            seeds = [[Selection(rule_id=r.id, demos=list(range(min(n, len(r.examples))))) for r in refined]
-                     for n in (1, 2)] + [[]]
-        else:
-            seeds = [[Selection(rule_id=r.id) for r in clustered], [Selection(rule_id=r.id) for r in refined], []]
-        search = PromptSearch(run.scorer, pool, run.dev, config=run.search, max_demos=run.params.max_demos,
-                              label_field=run.task.label_field, out_dir=run.folder.path if run.folder else None,
-                              seed=run.params.seed)
-        with run.usage.stage("search", run.scorer):
-            try:
-                result, outcomes = search.run(seeds)
-            except Exception as exc:
-                kept = self._finish(run, self._ruleset(run, refined, None, None, run.refined.score or run.scorer.score(
-                    Prompt(rules=[r.text for r in refined]), run.dev)))
-                raise search_failed(run.folder, exc, len(kept.pld_rules.active_rules())) from exc
-            # This process scored the winner already, unless an earlier one did: then once more (a cache hit).
-            score = (score_outcomes(outcomes, run.task.labels) if outcomes is not None
-                     else run.scorer.score(search.prompt(result.best.selection), run.dev))
-        return self._ruleset(run, pool, result.best.selection, result, score)
+    def _search(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog, merged: MergeResult,
+                refined: RefineResult) -> Choice:
+        if plan.search is None:
+            return self._unsearched(plan, ctx, refined)
+        clustered, kept = merged.rules, refined.rules
+        pool = kept + [r for r in clustered if r.id not in {x.id for x in kept}]
+        search = PromptSearch(ctx.scorer, pool, plan.dev, config=plan.search, max_demos=plan.params.max_demos,
+                              label_field=plan.task.label_field, out_dir=plan.folder.path if plan.folder else None,
+                              seed=plan.params.seed)
+        with usage.stage("search", ctx.scorer):
+            return search.choose(search.seeds(clustered, kept, plan.params.max_demos), kept_rules=len(kept),
+                                 folder=plan.folder)
 
-    def _contributions(self, run: CompileRun, rules: RuleSet) -> RuleSet:
-        if not run.params.contribution:
-            return rules
-        with run.usage.stage("contribution", run.scorer):
-            rules = with_contributions(rules, rule_contributions(run.scorer, rules, run.dev, rules.dev_macro_f1))
-        rules.usage = [*run.usage.stages, run.usage.total()]
-        return rules
+    def _unsearched(self, plan: CompilePlan, ctx: StageContext, refined: RefineResult) -> Choice:
+        """Refinement's list as it stands, scored on dev (a cache hit when refinement scored it)."""
+        score = refined.score or ctx.scorer.score(Prompt(rules=[r.text for r in refined.rules]), plan.dev)
+        return Choice(pool=refined.rules, selection=None, search=None, score=score)
 
-    def _ruleset(self, run: CompileRun, rules, selection, searched, score) -> RuleSet:
-        base, run.score = run.baseline, score
-        return RuleSet(
-            predictor=run.task.predictor_name, label_field=run.task.label_field, labels=run.task.labels,
-            base_instructions=run.task.signature.instructions, rules=rules, selection=selection,
-            clustering=run.clusters.report, history=run.refined.history,
-            refusals=run.mined.refusals + run.merged.refusals + run.refined.refusals,
-            baseline_dev_macro_f1=base.macro_f1 if base else None, dev_macro_f1=score.macro_f1,
-            baseline_dev_confusion=base.confusion if base else None, dev_confusion=score.confusion,
-            search=searched, usage=[*run.usage.stages, run.usage.total()], data_overlap=run.overlap,
-            seed=run.params.seed)
+    def _contributions(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog,
+                       choice: Choice) -> dict[str, float] | None:
+        if not plan.params.contribution:
+            return None
+        selection = choice.selection if choice.selection is not None else [Selection(rule_id=r.id)
+                                                                            for r in choice.pool]
+        with usage.stage("contribution", ctx.scorer):
+            return rule_contributions(ctx.scorer, choice.pool, selection, plan.task.label_field, plan.dev,
+                                      choice.score.macro_f1)
 
-    def _finish(self, run: CompileRun, rules: RuleSet) -> dspy.Module:
-        compiled = apply_rules(run.student, rules)
-        rules.system_prompt = run.adapter.format_system_message(compiled.predictors()[0].signature)
-        self.mined_, self.clusters_, self.history_ = run.mined.mined, run.clusters.report, run.refined.history
-        self.usage_, self.baseline_score_, self.score_, self.rules_ = rules.usage, run.baseline, run.score, rules
+    def _finish(self, plan: CompilePlan, rules: RuleSet, mined: MineResult, baseline: Score | None,
+                score: Score) -> dspy.Module:
+        compiled = apply_rules(plan.student, rules)
         compiled.pld_rules = rules
-        if run.folder is not None:
-            run.folder.save(compiled, rules, context=run.header(rules))
-        logger.info("PLD: dev macro F1 %s -> %.4f with %d rules", f"{run.baseline.macro_f1:.4f}" if run.baseline
-                    else "?", rules.dev_macro_f1, len(rules.active_rules()))
+        # Fitted attributes, scikit-learn style.
+        self.rules_, self.usage_, self.mined_ = rules, rules.usage, mined.mined
+        self.clusters_, self.history_ = rules.clustering, rules.history
+        self.baseline_score_, self.score_ = baseline, score
+        if plan.folder is not None:
+            plan.folder.save(compiled, rules)
+        logger.info("PLD: dev macro F1 %s -> %.4f with %d rules", f"{baseline.macro_f1:.4f}" if baseline else "?",
+                    rules.dev_macro_f1, len(rules.active_rules()))
         return compiled

@@ -64,7 +64,10 @@ def cue_word(examples, label: str, field: str = "sentence") -> str:
         if ex.label == label:
             for w in words(ex) - others:
                 counts[w] = counts.get(w, 0) + 1
-    found = sorted(w for w, n in counts.items() if n >= 2 and w.isalpha() and w.islower())
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # a stop word is no cue (the gates say so)
+
+    found = sorted(w for w, n in counts.items() if n >= 2 and w.isalpha() and w.islower()
+                   and w not in ENGLISH_STOP_WORDS)
     assert found, f"no word marks {label} in these examples"
     return found[0]
 

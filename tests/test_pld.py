@@ -2,9 +2,9 @@ import json
 
 import dspy
 import pytest
-from conftest import LABELS, NOT_PARAMS, PAPER, Classify, cue_word
+from conftest import LABELS, NOT_PARAMS, PAPER, Classify
 
-from pld_optim import PLD, RuleSet, RunFolder, Scorer, apply_rules
+from pld_optim import PLD, RuleSet, Scorer, apply_rules
 from pld_optim.lm.adapter import LabelAdapter
 
 
@@ -149,35 +149,12 @@ def test_each_rule_gets_its_measured_contribution_and_a_harmful_rule_is_flagged(
     rules.rules.insert(0, Rule(id="BAD", text="If the sentence mentions church, answer gender."))
     program = dspy.Predict(Classify)
     scorer = Scorer(program, resolve_task(program), lm=student)
-    values = rule_contributions(scorer, rules, dev)
+    values = rule_contributions(scorer, rules.rules, [sel for _, sel in rules.selected()], rules.label_field, dev)
     assert set(values) == {r.id for r in rules.rules}
     assert values["BAD"] < 0 and all(v >= 0 for k, v in values.items() if k != "BAD")
     assert scorer.calls == (len(rules.rules) + 1) * len(dev)  # the full prompt once, then each rule left out
-    report = render_report(with_contributions(rules, values))
+    report = render_report(rules.model_copy(update={"rules": with_contributions(rules.rules, values)}))
     assert "flagged: the prompt scores higher without it" in report
-
-
-def test_cli_ablate_rescores_an_edited_rules_json_without_the_teacher(tmp_path, monkeypatch, capsys):
-    from pld_optim.cli import main
-    from pld_optim.cli.config import build_program, load_config, load_split
-    from pld_optim.rules import Rule
-    from pld_optim.testing import rule_follower, scripted_lm
-
-    cfg = load_config("quickstart")
-    word = cue_word(load_split(cfg.data, "dev"), "gender")
-    rules = RuleSet(predictor="self", label_field="label", labels=["gender", "profession", "race", "religion"],
-                    base_instructions=build_program(cfg.data).signature.instructions,
-                    rules=[Rule(id="G", text=f"If the sentence mentions {word}, answer gender."),
-                           Rule(id="X", text=f"If the sentence mentions {word}, answer religion.")])
-    RunFolder(tmp_path).save(apply_rules(build_program(cfg.data), rules), rules)
-    lm = scripted_lm(rule_follower(default="race"), "student")
-    monkeypatch.setattr("pld_optim.cli.folder.lm_from_config", lambda *a, **k: lm)
-    assert main(["ablate", "quickstart", str(tmp_path)]) == 0
-    saved = {r.id: r.contribution for r in RuleSet.load(tmp_path / "rules.json").rules}
-    assert saved["G"] > 0 and saved["X"] == 0  # X never fires: G answers every such sentence first
-    assert "wrote the contributions" in capsys.readouterr().out
-    page = (tmp_path / "review.html").read_text()  # the review page shows the new figures, under the run's header
-    assert f"contribution {saved['G']:+.3f}" in page and "<dt>config</dt><dd>quickstart</dd>" in page
 
 
 @pytest.mark.real_model
@@ -197,9 +174,10 @@ def test_compile_from_python_with_a_local_teacher_string(student, data, monkeypa
         return prompts[-1]
 
     monkeypatch.setattr(engine, "render", recording)
-    # What a 135M teacher writes rarely passes the quality gates (tested on their own in test_gates.py); they
-    # are opened here so the compile must finish: a refused rule cannot pass as this path working.
+    # What a 135M teacher writes rarely passes the quality gates (tested on their own in tests/stages/test_gates.py);
+    # they are opened here so the compile must finish: a refused rule cannot pass as this path working.
     monkeypatch.setattr("pld_optim.stages.mine._refusal", lambda *a, **k: None)
+    monkeypatch.setattr("pld_optim.plan.check_rules", lambda *a, **k: None)  # the same gates, on the rule set
     # Every call must reach the engine: an earlier run's answers in DSPy's disk cache would not.
     monkeypatch.setattr(dspy, "cache", dspy.clients.Cache(enable_disk_cache=False, enable_memory_cache=False,
                                                           disk_cache_dir="", memory_max_entries=0))

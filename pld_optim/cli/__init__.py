@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pld_optim.cli.common import positive, seed, seeds
+from pld_optim.lm.factory import LMStalled
 
 log = logging.getLogger("pld_optim")
 
@@ -60,8 +61,9 @@ def _add_compile(sub) -> None:
     c.add_argument("--test", action="store_true", help="then score zero-shot and PLD on the test split")
     c.add_argument("--fresh", action="store_true",
                    help="after every check passes, and holding the folder's lock, remove what an earlier compile wrote "
-                        "to --out and start over: only in a folder with a fingerprint.json, only the files a compile "
-                        "writes, and in cache/ only DSPy's cache files")
+                        "to --out and start over: only in a folder whose fingerprint.json shows a compile wrote it "
+                        "(not a compare folder or its pld-seed<N>/), only the files a compile writes, in cache/ only "
+                        "DSPy's cache files, and never a file edited by hand (refused: move it away or delete it)")
     c.set_defaults(func=_compile)
 
     q = sub.add_parser("quickstart", help="compile the shipped quickstart config on the embedded models")
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume from the cache and checkpoints", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as exc:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError, LMStalled) as exc:
         print(f"pld-optim: error: {exc}", file=sys.stderr)
         if args.verbose:
             log.exception("the error, with its traceback (--verbose)")

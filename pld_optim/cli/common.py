@@ -15,10 +15,11 @@ from pld_optim.run.folder import check_cache
 
 
 def lm_from_config(cfg: ModelConfig, *, max_tokens: int | None = None, **extra) -> dspy.BaseLM:
-    """An LM from a config's `student:` / `teacher:` section."""
+    """An LM from a config's `student:` / `teacher:` section; its `timeout:` and `retries:` bound a server's
+    calls (make_lm's defaults when left out)."""
     engine = {"n_ctx": cfg.n_ctx} if cfg.n_ctx and cfg.model.startswith("local/") else {}
     return make_lm(cfg.model, max_tokens=max_tokens or cfg.max_tokens, temperature=cfg.temperature,
-                   api_base=cfg.api_base, **engine, **extra)
+                   api_base=cfg.api_base, timeout=cfg.timeout, retries=cfg.retries, **engine, **extra)
 
 
 def preflight(cfg: RunConfig, *, teacher: bool = True, pull: bool = False) -> None:

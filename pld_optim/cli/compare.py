@@ -14,13 +14,14 @@ from pathlib import Path
 from pld_optim.cli.common import check_answers, lm_from_config, preflight, use_disk_cache
 from pld_optim.cli.config import RunConfig, build_program, load_config, load_split
 from pld_optim.compare import Setup, render_html, render_markdown, run_compare, summarize
-from pld_optim.compare.registry import PEER_TEACHER_MAX_TOKENS
+from pld_optim.compare.registry import PEER_TEACHER_MAX_TOKENS, random_search_candidates
+from pld_optim.datasets.sampling import data_digest
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.task import example_id, overlap, resolve_task
 from pld_optim.files import atomic_write_text
 from pld_optim.lm.adapter import LabelAdapter
 from pld_optim.rules import Prompt
-from pld_optim.run.folder import COMPARE_FILES, RunFolder, data_digest
+from pld_optim.run.folder import COMPARE_FILES, RunFolder
 from pld_optim.run.tracking import Tracker
 
 
@@ -60,8 +61,9 @@ def compare_cmd(args) -> int:
     with folder.writing():
         use_disk_cache(folder.cache_dir)
         folder.claim(fingerprint)
-        # The student must answer before any optimizer spends on it: the zero-shot program on dev (the same
-        # calls PLD's baseline makes, so they are cache hits there).
+        # The student must answer before any optimizer spends on it: the zero-shot program on dev. Outside
+        # every optimizer's own part of the cache, so it makes no optimizer's calls free (PLD's baseline
+        # makes the same calls and pays for them, as it would alone).
         zero_shot = Scorer(program, task, adapter=LabelAdapter(), lm=student, num_threads=cfg.student.threads)
         check_answers(zero_shot.outcomes(Prompt(), dev), task.labels, "compare: the zero-shot student on dev", cfg)
         for seed in args.seeds:
@@ -74,6 +76,8 @@ def compare_cmd(args) -> int:
                    "data": f"{len(train)} train / {len(dev)} dev / {len(test)} test", "seeds": args.seeds,
                    "budget": args.budget, "peers' teacher max_tokens": max(cfg.teacher.max_tokens or 0,
                                                                            PEER_TEACHER_MAX_TOKENS),
+                   **({"bootstrap-rs candidate programs (PLD's search budget)": random_search_candidates(
+                       cfg.search, len(dev))} if "bootstrap-rs" in args.optimizers else {}),
                    **({"split overlap (pld.allow_overlap)": shared} if shared else {})}
         markdown = render_markdown(rows, context)
         atomic_write_text(out / "compare.md", markdown)

@@ -1,20 +1,24 @@
 """`pld-optim compile` and `pld-optim quickstart`: every check first, then (for --fresh) the old run goes,
-then the compile; with --test, zero-shot and PLD on the test split with a paired bootstrap interval."""
+then the compile; with --test, zero-shot and PLD on the test split with a paired bootstrap interval. Every
+figure it prints says what it stands on (examples, and the labels present when some are not)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 
 import dspy
 
 from pld_optim.cli.common import lm_from_config, preflight, run_context, use_disk_cache
-from pld_optim.cli.config import RunConfig, build_program, load_config, load_split
+from pld_optim.cli.config import RunConfig, load_config
+from pld_optim.datasets.tasks import build_program, load_split
+from pld_optim.evaluation.coverage import check_test, coverage, stands_on
 from pld_optim.evaluation.scoring import run_student, score_outcomes
 from pld_optim.evaluation.stats import paired_difference
-from pld_optim.evaluation.task import overlap, resolve_task
+from pld_optim.evaluation.task import refuse_overlap, resolve_task
 from pld_optim.lm.adapter import LabelAdapter
-from pld_optim.run.folder import RunFolder
+from pld_optim.run.folder import ARTIFACTS, RunFolder
 from pld_optim.run.tracking import Tracker
 from pld_optim.teleprompter import PLD
 
@@ -42,14 +46,17 @@ def compile_cmd(args) -> int:
     # Data, labels, parameters, the folder, its cache, the study and the token budget (the student's
     # tokenizer, no call), checked before any LM call and before --fresh removes anything.
     with dspy.context(lm=student):
-        run = pld.prepare(program, train, dev)
+        plan = pld.prepare(program, train, dev)
     if test is not None:
-        _check_test(run, test)
+        check_test(test, plan.task)  # a split no interval can be computed on fails now, not after the compile
+        refuse_overlap({"train": plan.train, "dev": plan.dev, "test": test}, plan.task.input_fields, "test",
+                       allow=plan.params.allow_overlap, where="--test")
     tracker = Tracker.from_config(cfg.tracking)
     if tracker:
         tracker.check(dry_run=args.dry_run)
-    estimate = pld.estimate_calls(len(run.train), len(run.dev), len(run.task.labels))
-    print(f"data: {len(run.train)} train, {len(run.dev)} dev{f', {len(test)} test' if test else ''} | student "
+    estimate = pld.estimate_calls(len(plan.train), len(plan.dev), len(plan.task.labels))
+    splits = [("train", plan.train), ("dev", plan.dev)] + ([("test", test)] if test else [])
+    print(f"data: {', '.join(coverage(rows, plan.task, name).describe() for name, rows in splits)} | student "
           f"{cfg.student.model} | teacher {cfg.teacher.model}")
     print("LM calls, at most: " + ", ".join(f"{k} {v}" for k, v in estimate.items())
           + f" (total {sum(estimate.values())})")
@@ -64,24 +71,25 @@ def compile_cmd(args) -> int:
             removed = folder.clear()
             print(f"--fresh: removed {', '.join(removed) or 'nothing'} from {folder.path}")
         use_disk_cache(folder.cache_dir)
+        # Through `compile`, as a Python user's call goes, so DSPy's compile callbacks see CLI compiles too.
         with dspy.context(lm=student, track_usage=True):
-            compiled = pld.execute(run)
+            compiled = pld.compile(program, trainset=train, valset=dev)
     rules = compiled.pld_rules
     _print_written(folder, rules)
     if tracker:
-        _log_to_tracker(tracker, cfg, args, seed, run, compiled, student)
+        _log_to_tracker(tracker, cfg, args, seed, plan, compiled, student)
     print(f"compile: {time.perf_counter() - start:.0f} s")
     described = _describe(rules)
     base = rules.baseline_dev_macro_f1
     print(f"dev  macro F1: zero-shot {'n/a' if base is None else f'{base:.3f}'} | PLD {rules.dev_macro_f1:.3f} "
-          f"({described}, {len(run.dev)} examples)")
+          f"({described}; {stands_on(coverage(plan.dev, plan.task, 'dev').support)})")
     if test is not None:
-        _test_lines(cfg, program, compiled, test, described, seed)
+        _test_lines(cfg, student, program, compiled, test, described, seed)
     return 0
 
 
 def _print_written(folder: RunFolder, rules) -> None:
-    for name in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html"):
+    for name in ARTIFACTS:
         print(f"wrote {folder.path / name}")
     if rules.refusals:
         print(f"quality gates: refused {len(rules.refusals)} teacher texts ({_refusal_counts(rules)}); each is "
@@ -90,33 +98,20 @@ def _print_written(folder: RunFolder, rules) -> None:
         print(f"data overlap (allowed by pld.allow_overlap): {rules.data_overlap}")
 
 
-def _log_to_tracker(tracker: Tracker, cfg, args, seed: int, run, compiled: dspy.Module, student) -> None:
-    params = {"config": args.config, "seed": seed, "train_examples": len(run.train),
-              "dev_examples": len(run.dev), "student": cfg.student.model_dump(),
+def _log_to_tracker(tracker: Tracker, cfg, args, seed: int, plan, compiled: dspy.Module, student) -> None:
+    params = {"config": args.config, "seed": seed, "train_examples": len(plan.train),
+              "dev_examples": len(plan.dev), "student": cfg.student.model_dump(),
               "teacher": cfg.teacher.model_dump(),
               "data": cfg.data.model_dump(), "pld": cfg.pld_params(),
               "search": cfg.search.model_dump() if cfg.search else "none"}
-    run_id = tracker.log_compile(compiled.pld_rules, run.folder.path, run_name=cfg.name, params=params,
+    run_id = tracker.log_compile(compiled.pld_rules, plan.folder.path, run_name=cfg.name, params=params,
                                  program=compiled, student_lm=student)
     print(f"logged MLflow run {run_id} (experiment {tracker.experiment!r}) to {tracker.uri}")
 
 
-def _check_test(run, test: list[dspy.Example]) -> None:
-    """Test items that are also train or dev items would score what the rules were fitted to."""
-    shared = overlap({"train": run.train, "dev": run.dev, "test": test}, run.task.input_fields)
-    shared = {k: v for k, v in shared.items() if "test" in k}
-    if shared and not run.params.allow_overlap:
-        raise ValueError(f"--test: the test split shares inputs with other splits ({shared}); fix the data, or set "
-                         "pld.allow_overlap: true to score it anyway")
-
-
 def _refusal_counts(rules) -> str:
-    """Refusals by kind of reason: 'speaks about the prompt' (injected commands) counted apart."""
-    kinds: dict[str, int] = {}
-    for refusal in rules.refusals:
-        kind = refusal.reason.split(" (")[0].split(":")[0]
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return "; ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    """Refusals by the gate that refused them, the most frequent first."""
+    return "; ".join(f"{n} {gate}" for gate, n in Counter(r.gate for r in rules.refusals).most_common())
 
 
 def _describe(rules) -> str:
@@ -125,13 +120,13 @@ def _describe(rules) -> str:
     return f"{n_rules} rules" + (f", {demos} demos" if demos else "")
 
 
-def _test_lines(cfg: RunConfig, program: dspy.Module, compiled: dspy.Module, test: list, described: str,
-                seed: int) -> None:
+def _test_lines(cfg: RunConfig, student: dspy.BaseLM, program: dspy.Module, compiled: dspy.Module, test: list,
+                described: str, seed: int) -> None:
     task = resolve_task(program)
-    with dspy.context(lm=lm_from_config(cfg.student), adapter=LabelAdapter()):
+    with dspy.context(lm=student, adapter=LabelAdapter()):
         zero, pld = (run_student(p, test, task, num_threads=cfg.student.threads) for p in (program, compiled))
     a, b = score_outcomes(zero, task.labels), score_outcomes(pld, task.labels)
     low, high = paired_difference(pld, zero, task.labels, seed=seed)
-    print(f"test macro F1: zero-shot {a.macro_f1:.3f} | PLD {b.macro_f1:.3f} ({described}, {len(test)} examples)")
+    print(f"test macro F1: zero-shot {a.macro_f1:.3f} | PLD {b.macro_f1:.3f} ({described}; {b.stands_on()})")
     print(f"test PLD - zero-shot: {b.macro_f1 - a.macro_f1:+.3f} macro F1, paired bootstrap 95% interval "
-          f"{low:+.3f} to {high:+.3f}")
+          f"{low:+.3f} to {high:+.3f} (over {len(test)} paired examples)")

@@ -6,55 +6,24 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
 
-import dspy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from pld_optim import datasets as D
-from pld_optim.datasets.common import DEFAULT_FRACTIONS
+from pld_optim.datasets.tasks import DataConfig, build_program, load_split, task_spec  # noqa: F401 - re-exported
 from pld_optim.files import FileFormatError, read_text
-from pld_optim.params import PLDParams, validate
+from pld_optim.params import PLDParams, set_elsewhere, validate
 from pld_optim.run.tracking import TrackingConfig
 from pld_optim.search.config import SearchConfig
 from pld_optim.teleprompter import PLD
 
-# Set from elsewhere in the config (teacher:, student:, seed:) or only from Python.
-NOT_IN_PLD_SECTION = {"teacher", "search", "adapter", "out_dir", "progress", "seed", "num_threads",
-                      "student_threads"}
+# PLD's arguments a `pld:` section may not set: those outside its schema (teacher, search, adapter, out_dir,
+# progress: sections of their own or Python only) and those the config sets elsewhere (threads, seed).
+NOT_IN_PLD_SECTION = (set(PLD.defaults()) - set(PLDParams.model_fields)) | set(set_elsewhere())
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(_Strict):
-    dataset: Literal["stereoset", "contract_nli", "generic"]
-    path: str | None = Field(None, description="file, folder or Hub name; 'package:NAME' is a file shipped in "
-                                               "pld_optim/data")
-    framing: Literal["bias_type", "stereotype"] = "bias_type"
-    part: Literal["intrasentence", "intersentence", "both"] = "intrasentence"
-    file: str = "dev.json"
-    train_file: str | None = Field(None, description="contract_nli: a separate file for train (else hashed split)")
-    context: Literal["full", "window"] = "window"
-    max_context_tokens: int = Field(1024, gt=0)
-    inputs: dict[str, str] | list[str] | None = None
-    label: str = "label"
-    labels: list[str] | None = None
-    id_field: str | None = None
-    instructions: str | None = None
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    train_limit: int | None = Field(None, gt=0)
-    dev_limit: int | None = Field(None, gt=0)
-    test_limit: int | None = Field(None, gt=0)
-
-    @field_validator("fractions")
-    @classmethod
-    def _sum_to_one(cls, v):
-        if abs(sum(v) - 1) > 1e-6 or min(v) < 0:
-            raise ValueError(f"train/dev/test fractions must be non-negative and sum to 1, got {v}")
-        return v
 
 
 class ModelConfig(_Strict):
@@ -64,6 +33,22 @@ class ModelConfig(_Strict):
     api_base: str | None = None
     threads: int = Field(2, gt=0)
     n_ctx: int | None = Field(None, gt=0, description="local/ models only: context window")
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                  description="server models: seconds a call waits for the server to send anything "
+                                              "(default: pld_optim.lm.factory.DEFAULT_TIMEOUT)")
+    retries: int | None = Field(None, ge=0, le=10,
+                                description="server models: tries after the first, on a timeout or another "
+                                            "transient error (default: pld_optim.lm.factory.DEFAULT_RETRIES)")
+
+    @model_validator(mode="after")
+    def _server_settings(self) -> ModelConfig:
+        """A local/ model runs in-process: there is no server to wait for, so a timeout would be a promise that
+        nothing keeps (its calls end after max_tokens)."""
+        given = [name for name in ("timeout", "retries") if getattr(self, name) is not None]
+        if given and self.model.startswith("local/"):
+            raise ValueError(f"{given[0]}: only for server models; {self.model} runs in-process, with no server to "
+                             "wait for (remove the line)")
+        return self
 
 
 class RunConfig(_Strict):
@@ -77,21 +62,22 @@ class RunConfig(_Strict):
                                                               "MLFLOW_TRACKING_URI also turns it on")
     seed: int = Field(0, ge=0, lt=2**32)
 
+    _pld: PLDParams | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _pld_section(self) -> RunConfig:
+        """The `pld:` section validated once, with PLD's defaults, when the config is read."""
         elsewhere = sorted(set(self.pld) & NOT_IN_PLD_SECTION)
         if elsewhere:
             raise ValueError(f"pld.{elsewhere[0]} is not set in the pld: section (teacher:, student:, search: and "
                              "seed: are sections of their own)")
         defaults = {k: v for k, v in PLD.defaults().items() if k in PLDParams.model_fields}
-        validate({**defaults, **self.pld, "seed": self.seed}, where="pld")
+        self._pld = validate({**defaults, **self.pld, "seed": self.seed}, where="pld")
         return self
 
     def pld_checked(self) -> PLDParams:
-        """The `pld:` section validated, with PLD's defaults: its values as PLD reads them (`allow_overlap:
-        "no"` is False here, though a non-empty string)."""
-        defaults = {k: v for k, v in PLD.defaults().items() if k in PLDParams.model_fields}
-        return validate({**defaults, **self.pld, "seed": self.seed}, where="pld")
+        """The `pld:` section as PLD reads it (`allow_overlap: "no"` is False here, though a non-empty string)."""
+        return self._pld
 
     def pld_params(self) -> dict:
         """The `pld:` section with PLD's defaults for what it leaves out (the schema's view of it)."""
@@ -152,52 +138,3 @@ def load_config(path: str | Path) -> RunConfig:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
                              else e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise ValueError(f"{path}: invalid config: {problems}") from None
-
-
-# --- from config to data and program ----------------------------------------------------------------
-
-TASKS = {
-    ("stereoset", "bias_type"): (["context", "sentence"], D.stereoset.BIAS_TYPES,
-                                 "Classify which kind of social stereotype (bias type) the sentence expresses "
-                                 "about the target in the context."),
-    ("stereoset", "stereotype"): (["context", "sentence"], D.stereoset.STEREOTYPE_LABELS,
-                                  "Given the context, decide whether the sentence is a stereotype, an "
-                                  "anti-stereotype, or unrelated to the context."),
-    ("contract_nli", None): (["contract", "hypothesis"], D.contract_nli.LABELS,
-                             "Decide whether the non-disclosure agreement entails the hypothesis, contradicts "
-                             "it, or does not mention it."),
-}
-
-
-def task_spec(cfg: DataConfig) -> tuple[list[str], list[str], str]:
-    if cfg.dataset == "generic":
-        if not cfg.inputs or not cfg.labels:
-            raise ValueError("data.inputs and data.labels are required for dataset: generic")
-        inputs = list(cfg.inputs) if isinstance(cfg.inputs, dict) else cfg.inputs
-        return inputs, cfg.labels, cfg.instructions or f"Classify the input into one of: {', '.join(cfg.labels)}."
-    inputs, labels, text = TASKS[(cfg.dataset, cfg.framing if cfg.dataset == "stereoset" else None)]
-    return inputs, cfg.labels or labels, cfg.instructions or text
-
-
-def build_program(cfg: DataConfig) -> dspy.Predict:
-    inputs, labels, instructions = task_spec(cfg)
-    fields = {name: (str, dspy.InputField()) for name in inputs}
-    fields["label"] = (Literal[tuple(labels)], dspy.OutputField())
-    return dspy.Predict(dspy.Signature(fields, instructions))
-
-
-def load_split(cfg: DataConfig, split: str, path: str | None = None) -> list[dspy.Example]:
-    """One split of the configured dataset; `path` overrides the config (e.g. a user's held-out file)."""
-    limit = {"train": cfg.train_limit, "dev": cfg.dev_limit, "test": cfg.test_limit}.get(split)
-    source = path or cfg.path  # each loader resolves `package:` itself
-    if cfg.dataset == "stereoset":
-        return D.load_stereoset(source, framing=cfg.framing, part=cfg.part, split=split,
-                                fractions=cfg.fractions, limit=limit)
-    if cfg.dataset == "contract_nli":
-        file = cfg.train_file if (split == "train" and cfg.train_file and not path) else cfg.file
-        hashed = None if (cfg.train_file and not path and split == "train") else split
-        return D.load_contract_nli(source, file=file, split=hashed, context=cfg.context,
-                                   max_context_tokens=cfg.max_context_tokens, fractions=cfg.fractions, limit=limit)
-    inputs, labels, _ = task_spec(cfg)
-    return D.load_generic(source, inputs=cfg.inputs, label=cfg.label, id_field=cfg.id_field, labels=labels,
-                          split=split, fractions=cfg.fractions, limit=limit)

@@ -11,13 +11,14 @@ from pathlib import Path
 import dspy
 
 from pld_optim.cli.common import check_answers, lm_from_config, preflight
-from pld_optim.cli.config import RunConfig, build_program, load_config, load_split
+from pld_optim.cli.config import RunConfig, load_config
 from pld_optim.datasets import DataError
+from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.evaluation.scoring import run_student
-from pld_optim.evaluation.task import overlap, resolve_task
-from pld_optim.files import FileFormatError, read_text
+from pld_optim.evaluation.task import refuse_overlap, resolve_task
+from pld_optim.files import FileFormatError, read_json
 from pld_optim.lm.adapter import LabelAdapter
-from pld_optim.program import apply_rules
+from pld_optim.plan import apply_rules
 from pld_optim.rules import RuleSet
 
 log = logging.getLogger("pld_optim")
@@ -28,11 +29,9 @@ def _same_task(path: Path, program: dspy.Module) -> dict:
     scored field-by-position with exit code 0. Refuse it, naming both. Returns the state, read as every
     file is (a byte-order mark from an editor is no error)."""
     try:
-        state = json.loads(read_text(path))
+        state = read_json(path)
     except FileFormatError as exc:
         raise ValueError(f"--program {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--program {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(state, dict):
         raise ValueError(f"--program {path}: not a saved DSPy program (a JSON {type(state).__name__})")
     for name, predictor in program.named_predictors():
@@ -76,10 +75,17 @@ def load_program(cfg: RunConfig, program_arg: str, rules_arg: str | None = None)
     if rules_path is None or (not rules_arg and not rules_path.exists()):
         return program
     edited = apply_rules(build_program(cfg.data), RuleSet.load(rules_path))
-    ours, theirs = edited.predictors()[0], program.predictors()[0]
-    if ours.signature.instructions != theirs.signature.instructions or len(ours.demos) != len(theirs.demos):
+    if _prompt_of(edited) != _prompt_of(program):
         print(f"note: scoring the rules in {rules_path}, which differ from the program's", file=sys.stderr)
     return edited
+
+
+def _prompt_of(program: dspy.Module) -> tuple[str, list[dict]]:
+    """What the student sees from a program: its instructions and each demo's fields (an edited demo counts,
+    not only a changed number of them)."""
+    predictor = program.predictors()[0]
+    fields = list(predictor.signature.fields)
+    return predictor.signature.instructions, [{k: str(d.get(k)) for k in fields} for d in predictor.demos]
 
 
 def evaluate_cmd(args) -> int:
@@ -119,14 +125,9 @@ def _check_overlap(cfg: RunConfig, examples: list, input_fields: list[str], spli
         log.warning("evaluate: could not read the config's train and dev splits to check for overlap (%s)", exc)
         return {}
     scored = "data" if data else split
-    shared = {k: v for k, v in overlap({**fitted, scored: examples}, input_fields).items() if scored in k}
-    if shared and not cfg.pld_checked().allow_overlap:
-        raise ValueError(f"evaluate: {_scored_name(data, split)} shares inputs with the config's splits ({shared}, "
-                         "compared by content, not id): the score would count examples the rules were mined and "
-                         "chosen on. Remove them, or set pld.allow_overlap: true to score them anyway")
-    if shared:
-        log.warning("evaluate: the scored examples share inputs with the config's splits: %s", shared)
-    return shared
+    where = f"evaluate: {_scored_name(data, split)}"
+    return refuse_overlap({**fitted, scored: examples}, input_fields, scored, allow=cfg.pld_checked().allow_overlap,
+                          where=where)
 
 
 def _scored_name(data: str | None, split: str) -> str:

@@ -1,6 +1,7 @@
 """Commands that rewrite a compile folder: `ablate`, `pick` and `report`. Each holds the folder's lock, creates
 nothing in a folder that holds no rules.json, and works from the rules as they are now (a reviewer may have
-edited rules.json), never from figures measured on other rules."""
+edited rules.json), never from figures measured on other rules. pick and ablate carry an edited rules.json
+into what they write; no command replaces another artifact a person edited (RunFolder.check_replaceable)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from pathlib import Path
 import dspy
 
 from pld_optim.cli.common import check_answers, lm_from_config, preflight, run_context, use_disk_cache
-from pld_optim.cli.config import build_program, load_config, load_split
+from pld_optim.cli.config import load_config
+from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.task import resolve_task
-from pld_optim.files import atomic_write_text
-from pld_optim.lm.adapter import LabelAdapter
-from pld_optim.program import apply_rules
+from pld_optim.plan import apply_rules
 from pld_optim.rules import RuleSet
 from pld_optim.run.folder import RunFolder
 from pld_optim.run.report import render_report, stale_score, texts_differ_from_system_prompt
@@ -41,10 +41,34 @@ def _rules_of(folder: RunFolder, program: dspy.Module) -> RuleSet:
     return rules
 
 
-def _save(folder: RunFolder, program: dspy.Module, rules: RuleSet) -> None:
-    compiled = apply_rules(program, rules)
-    rules.system_prompt = LabelAdapter().format_system_message(compiled.predictors()[0].signature)
-    folder.save(compiled, rules)
+def _save(folder: RunFolder, command: str, program: dspy.Module, ruleset: RuleSet, **changes) -> None:
+    """The folder's rule set with `changes`, as the student now receives it, headed by this command's context."""
+    changed = ruleset.model_copy(update=changes)
+    scorer = Scorer(program, resolve_task(program), base_instructions=changed.base_instructions,
+                    preamble=changed.preamble)
+    folder.save(apply_rules(program, changed), changed.model_copy(update={
+        "system_prompt": scorer.system_prompt(changed.prompt()), "context": {**changed.context, **folder.context}}),
+        command=command)
+
+
+def _refuse_unscored(folder: RunFolder, rules: RuleSet, picked: RuleSet, max_tokens: int) -> None:
+    """The point's figures were measured on its rules as the search saw them: a rule deleted or edited since
+    makes them another prompt's."""
+    ids = [s.rule_id for s in picked.selection]
+    where = f"pick: {folder.path / 'rules.json'}"
+    deleted = [i for i in ids if i not in {r.id for r in rules.rules}]
+    if deleted:
+        raise ValueError(f"{where}: the best Pareto point within {max_tokens} prompt tokens names rule(s) "
+                         f"{', '.join(deleted)}, which rules.json no longer holds (deleted after the search), so its "
+                         "dev macro F1 and prompt tokens are not those of any rules there. Restore the rule(s), give "
+                         "a smaller --max-tokens whose point does not name them, or compile again")
+    edited = rules.edited_rules(ids)
+    if not rules.rule_digests and texts_differ_from_system_prompt(rules):
+        edited = [s.rule_id for s in rules.selection or []]  # a file from before rule digests were kept
+    if edited:
+        raise ValueError(f"{where}: rule(s) {', '.join(edited)} were edited after the search, so the Pareto front's "
+                         "dev macro F1 and prompt tokens are not theirs. Undo the edit to pick, or compile again; "
+                         "`pld-optim evaluate CONFIG --program DIR --split dev` scores the edited rules")
 
 
 def pick_cmd(args) -> int:
@@ -56,18 +80,10 @@ def pick_cmd(args) -> int:
     folder = compile_folder(args.dir, context=run_context(cfg, args.config), title=f"PLD compile: {cfg.name}")
     with folder.writing(create=False):
         rules = _rules_of(folder, program)
+        folder.check_replaceable("pick")
         picked = rules.pick(args.max_tokens)
-        ids = [s.rule_id for s in picked.selection]
-        edited = rules.edited_rules(ids)
-        if not rules.rule_digests and texts_differ_from_system_prompt(rules):
-            edited = [s.rule_id for s in rules.selection or []]  # a file from before rule digests were kept
-        if edited:
-            raise ValueError(f"pick: {folder.path / 'rules.json'}: rule(s) {', '.join(edited)} were edited after the "
-                             "search, so the Pareto front's dev macro F1 and prompt tokens are not theirs. Undo the "
-                             "edit to pick, or compile again; `pld-optim evaluate CONFIG --program DIR --split dev` "
-                             "scores the edited rules")
-        picked.scored_prompt = picked.prompt_digest()  # the search scored exactly this prompt
-        _save(folder, program, picked)
+        _refuse_unscored(folder, rules, picked, args.max_tokens)
+        _save(folder, "pick", program, picked, scored_prompt=picked.prompt_digest())  # the search scored exactly this
     chosen = next(c for c in picked.search.pareto if c.selection == picked.selection)
     print(f"picked {len(picked.selection)} rules, {chosen.prompt_tokens} prompt tokens, dev macro F1 "
           f"{chosen.macro_f1:.4f}; rewrote {folder.path / 'program.json'}, rules.json, system_prompt.txt, report.md "
@@ -87,6 +103,7 @@ def ablate_cmd(args) -> int:
         raise ValueError("ablate: the dev split is empty; set data.fractions")
     with folder.writing(create=False):
         rules = _rules_of(folder, program)
+        folder.check_replaceable("ablate")  # before the first student call
         preflight(cfg, teacher=False)
         use_disk_cache(folder.cache_dir)  # prompts the search already scored are cache hits
         scorer = Scorer(program, resolve_task(program), base_instructions=rules.base_instructions,
@@ -95,11 +112,10 @@ def ablate_cmd(args) -> int:
         with usage.stage("contribution", scorer) as spent:
             outcomes = scorer.outcomes(rules.prompt(), dev)
             full = check_answers(outcomes, rules.labels, "ablate: the full prompt on dev", cfg)
-            contributions = rule_contributions(scorer, rules, dev, full=full.macro_f1)
-        updated = with_contributions(rules, contributions)
-        updated.dev_macro_f1, updated.dev_confusion = full.macro_f1, full.confusion
-        updated.scored_prompt = updated.prompt_digest()
-        _save(folder, program, updated)
+            contributions = rule_contributions(scorer, rules.rules, [sel for _, sel in rules.selected()],
+                                               rules.label_field, dev, full=full.macro_f1)
+        _save(folder, "ablate", program, rules, rules=with_contributions(rules.rules, contributions),
+              dev_macro_f1=full.macro_f1, dev_confusion=full.confusion, scored_prompt=rules.prompt_digest())
     for (rule_id, value), text in zip(contributions.items(), rules.active_rules()):
         flag = "  <- the prompt scores higher without it" if value < 0 else ""
         print(f"{value:+.4f}  {rule_id}: {text[:100]}{flag}")
@@ -117,7 +133,7 @@ def report_cmd(args) -> int:
     with folder.writing(create=False):
         rules = RuleSet.load(folder.path / "rules.json")
         text = render_report(rules, title=folder.title, context=rules.context)
-        atomic_write_text(folder.path / "report.md", text)
+        folder.write("report.md", text, command="report")
     print(text)
     stale = stale_score(rules)
     if stale:

@@ -9,10 +9,11 @@ import dspy
 from pydantic import BaseModel, Field
 
 from pld_optim.evaluation.task import Task
+from pld_optim.search.config import SearchConfig
 from pld_optim.teleprompter import PLD
 
-ALL = ["zero-shot", "cot", "bootstrap-fewshot", "infer-rules", "infer-rules-0shot", "miprov2", "miprov2-0shot",
-       "copro", "gepa", "simba", "pld"]
+ALL = ["zero-shot", "cot", "bootstrap-fewshot", "bootstrap-rs", "infer-rules", "infer-rules-0shot", "miprov2",
+       "miprov2-0shot", "copro", "gepa", "simba", "pld", "pld-rules-only"]
 
 
 class Setup(BaseModel):
@@ -68,6 +69,11 @@ def optimizers(task: Task, s: Setup) -> dict[str, Callable[[dspy.Module], dspy.M
         "bootstrap-fewshot": lambda p: dspy.BootstrapFewShot(
             metric=metric, teacher_settings=teach, max_bootstrapped_demos=4, max_labeled_demos=4
         ).compile(p, trainset=s.train),
+        "bootstrap-rs": lambda p: dspy.BootstrapFewShotWithRandomSearch(
+            metric=metric, teacher_settings=teach, max_bootstrapped_demos=4, max_labeled_demos=4,
+            num_candidate_programs=random_search_candidates(s.pld_kwargs.get("search"), len(s.dev)),
+            num_threads=s.threads,
+        ).compile(p, trainset=s.train, valset=s.dev),
         "infer-rules": lambda p: dspy.InferRules(
             metric=metric, teacher_settings=teach, num_candidates=2 if small else 10, num_threads=s.threads,
             max_bootstrapped_demos=4, max_labeled_demos=4).compile(p, trainset=s.train, valset=s.dev),
@@ -86,10 +92,39 @@ def optimizers(task: Task, s: Setup) -> dict[str, Callable[[dspy.Module], dspy.M
         "simba": lambda p: dspy.SIMBA(metric=metric, prompt_model=s.teacher, bsize=min(32, len(s.train)),
                                       num_candidates=2 if small else 6, max_steps=2 if small else 8,
                                       num_threads=s.threads).compile(p, trainset=s.train, seed=s.seed),
-        "pld": lambda p: PLD(teacher=pld_teacher, num_threads=s.threads,
-                             out_dir=(s.out / f"pld-seed{s.seed}") if s.out else None,
-                             **{**s.pld_kwargs, "seed": s.seed}).compile(p, trainset=s.train, valset=s.dev),
+        "pld": lambda p: _pld(p, s, pld_teacher, "pld"),
+        # The demo search off: what PLD's rules alone are worth, next to the demo-search peers.
+        "pld-rules-only": lambda p: _pld(p, s, pld_teacher, "pld-rules-only", max_demos=0),
     }
+
+
+def _pld(program, s: Setup, teacher: dspy.BaseLM, name: str, **overrides):
+    return PLD(teacher=teacher, num_threads=s.threads, out_dir=(s.out / f"{name}-seed{s.seed}") if s.out else None,
+               **{**s.pld_kwargs, "seed": s.seed, **overrides}).compile(program, trainset=s.train, valset=s.dev)
+
+
+# BootstrapFewShotWithRandomSearch scores 3 fixed programs (zero-shot, labelled demos only, the unshuffled
+# bootstrap) and then `num_candidate_programs` shuffled bootstraps, each on all of dev.
+RANDOM_SEARCH_FIXED = 3
+
+
+def random_search_candidates(search: SearchConfig | dict | None, n_dev: int) -> int:
+    """`num_candidate_programs` that gives the random search PLD's search budget of student calls.
+
+    The random search makes (N + 3) * n_dev student calls (each bootstrap also makes up to n_train teacher
+    calls). PLD's search makes at most (n_trials + 1) * n_dev: each trial scores dev (a pruned trial stops
+    after a minibatch) and the pick is scored once more (`PLD.estimate_calls`, "student: search"), or fewer
+    when `max_student_calls` stops it first. So N = budget // n_dev - 3 (n_trials - 2 without that cap): the
+    random search may spend what PLD's search may. A PLD with no search spends nothing there; the random
+    search then runs its smallest search, N = 1.
+    """
+    if search is None:
+        return 1
+    config = search if isinstance(search, SearchConfig) else SearchConfig.model_validate(search)
+    budget = (config.n_trials + 1) * n_dev
+    if config.max_student_calls is not None:
+        budget = min(budget, config.max_student_calls)
+    return max(1, budget // max(1, n_dev) - RANDOM_SEARCH_FIXED)
 
 
 def _mipro(program, s: Setup, metric, demos: int):

@@ -1,11 +1,14 @@
 """Compare PLD with DSPy's own optimizers on the same student, teacher, splits and seed.
 
-Each optimizer compiles the same unoptimized program; its compile spend (LM calls and tokens per model,
-wall time) is counted like PLD's stages. Each compiled program is scored on the test split with the cache
-off: macro F1 with a bootstrap interval, per-class F1, accuracy, latency and output tokens per example,
-and prompt tokens per call. Every (optimizer, seed) result is saved as it finishes, so a rerun skips what
-is done (a run that failed is run again). A difference whose paired-bootstrap interval contains zero is
-reported as none.
+Each optimizer compiles the same unoptimized program; its compile spend is counted the same way for every
+peer: one tally around the whole compile (`compile_one`) gives wall time, the student's and the teacher's LM
+calls (told apart even when they are one model), the cache hits among them and the tokens of the calls that
+reached a model. Each optimizer compiles on its own part of the LM cache (pld_optim.compare.cache), so no
+optimizer's calls are free because another one made them first. Each compiled program is scored on the test
+split with the cache off: macro F1 with a bootstrap interval, per-class F1, accuracy, latency and output
+tokens per example, and prompt tokens per call. Every (optimizer, seed) result is saved as it finishes, so a
+rerun skips what is done (a run that failed is run again). A difference whose paired-bootstrap interval
+contains zero is reported as none.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import dspy
 from pydantic import BaseModel
 
+from pld_optim.compare.cache import own_cache
 from pld_optim.compare.registry import ALL, Setup, optimizers
 from pld_optim.evaluation.scoring import Outcome, run_student, score_outcomes
 from pld_optim.evaluation.stats import macro_f1_interval, paired_difference
@@ -25,7 +29,7 @@ from pld_optim.evaluation.task import Task, resolve_task
 from pld_optim.files import atomic_write_text, lines, read_text
 from pld_optim.lm.adapter import LabelAdapter
 from pld_optim.records import StageUsage
-from pld_optim.run.usage import UsageLog
+from pld_optim.run.usage import UsageLog, usage_key, with_role
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +91,41 @@ def isolated(program: dspy.Module) -> dspy.Module:
     return copy
 
 
-def _run_one(name: str, setup: Setup, task: Task, out: Path) -> RunResult:
+class CompileCost(BaseModel):
+    """What one optimizer's compile spent: `usage.lm_calls` counts every call it made (`usage.cache_hits` of
+    them answered from its own cache, free), tokens those that reached a model."""
+
+    seconds: float
+    usage: StageUsage
+    student_calls: int
+    teacher_calls: int
+    error: str | None = None
+
+
+def compile_one(name: str, setup: Setup, task: Task) -> tuple[dspy.Module, CompileCost]:
+    """Compile `setup.program` with optimizer `name` and count what it spent, as every peer is counted: one
+    tally around the whole compile (the optimizer's own tallies, PLD's stages, add to it), on the optimizer's
+    own part of the cache, with the student and teacher told apart even when they are one model."""
+    student, teacher = with_role(setup.student, "student"), with_role(setup.teacher, "teacher")
+    setup = setup.model_copy(update={"student": student, "teacher": teacher})
     usage, error = UsageLog(), None
     start = time.perf_counter()
-    with dspy.context(lm=setup.student, adapter=LabelAdapter()):
-        with usage.stage(f"compile:{name}") as spent:
-            try:
-                compiled = optimizers(task, setup)[name](isolated(setup.program))
-            except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
-                logger.warning("compare: %s failed: %s", name, exc)
-                compiled, error = isolated(setup.program), f"{type(exc).__name__}: {exc}"[:500]
-                spent.failures = 1
-        seconds = time.perf_counter() - start
-        compiled.save(str(out / f"{name}-seed{setup.seed}.program.json"))
+    with dspy.context(lm=student, adapter=LabelAdapter()), own_cache(name), usage.stage(f"compile:{name}") as spent:
+        try:
+            compiled = optimizers(task, setup)[name](isolated(setup.program))
+        except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
+            logger.warning("compare: %s failed: %s", name, exc)
+            compiled, error = isolated(setup.program), f"{type(exc).__name__}: {exc}"[:500]
+            spent.failures = 1
+    cost = usage.stages[0]
+    return compiled, CompileCost(seconds=round(time.perf_counter() - start, 2), usage=cost, error=error,
+                                 student_calls=cost.by_model.get(usage_key(student), 0),
+                                 teacher_calls=cost.by_model.get(usage_key(teacher), 0))
+
+
+def _run_one(name: str, setup: Setup, task: Task, out: Path) -> RunResult:
+    compiled, cost = compile_one(name, setup, task)
+    compiled.save(str(out / f"{name}-seed{setup.seed}.program.json"))
     # Scored with the cache off, one example at a time, so latency and tokens are real for every seed.
     scorer = setup.student.copy(cache=False)
     with dspy.context(lm=scorer, adapter=LabelAdapter()):
@@ -111,16 +137,14 @@ def _run_one(name: str, setup: Setup, task: Task, out: Path) -> RunResult:
     low, high = macro_f1_interval(outcomes, task.labels, seed=setup.seed)
     atomic_write_text(out / f"{name}-seed{setup.seed}.outcomes.jsonl",
                       "".join(o.model_dump_json() + "\n" for o in outcomes))
-    cost = usage.stages[0]
-    student_calls = cost.by_model.get(setup.student.model, 0) if setup.student.model != setup.teacher.model else 0
     return RunResult(
         optimizer=name, seed=setup.seed, macro_f1=score.macro_f1, ci_low=low, ci_high=high,
         per_class_f1=score.per_class_f1, accuracy=score.accuracy, n=score.n, failures=score.failures,
         latency_s=statistics.mean(o.seconds for o in outcomes),
         output_tokens=statistics.mean(completion) if completion else 0.0,
-        prompt_tokens=statistics.mean(prompt) if prompt else 0.0, compile_seconds=round(seconds, 2),
-        compile_usage=cost, teacher_calls=cost.by_model.get(setup.teacher.model, 0), student_calls=student_calls,
-        error=error)
+        prompt_tokens=statistics.mean(prompt) if prompt else 0.0, compile_seconds=cost.seconds,
+        compile_usage=cost.usage, teacher_calls=cost.teacher_calls, student_calls=cost.student_calls,
+        error=cost.error)
 
 
 def load_outcomes(out: Path, name: str, seed: int) -> list[Outcome]:
@@ -156,9 +180,10 @@ def _row(name: str, runs: list[RunResult], against_zero_shot: bool, out: Path, l
         "vs_zero_shot": verdict, "latency_s": statistics.mean(r.latency_s for r in runs),
         "output_tokens": statistics.mean(r.output_tokens for r in runs),
         "prompt_tokens": statistics.mean(r.prompt_tokens for r in runs),
-        "compile_calls": first.lm_calls - first.cache_hits,
+        "compile_calls": first.lm_calls - first.cache_hits, "cache_hits": first.cache_hits,
         "compile_tokens": first.prompt_tokens + first.completion_tokens,
-        "teacher_calls": runs[0].teacher_calls, "compile_seconds": runs[0].compile_seconds,
+        "student_calls": runs[0].student_calls, "teacher_calls": runs[0].teacher_calls,
+        "compile_seconds": runs[0].compile_seconds,
         "per_class_f1": {k: statistics.mean(r.per_class_f1[k] for r in runs) for k in labels},
         "errors": [r.error for r in runs if r.error],
     }

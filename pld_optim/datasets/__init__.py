@@ -1,14 +1,25 @@
 """Benchmark and user data as dspy.Examples: StereoSet, ContractNLI and your own CSV or JSON lines.
 
-Only the command line and the benchmarks read data; the teleprompter takes dspy.Examples."""
+Only the command line and the benchmarks read data; the teleprompter takes dspy.Examples and uses only
+`sampling`, so the loaders (and the `datasets` library under them) are imported on first use."""
 
-from pld_optim.datasets import contract_nli, stereoset
-from pld_optim.datasets.common import DEFAULT_FRACTIONS, SPLITS, DataError, split_of
-from pld_optim.datasets.contract_nli import load_contract_nli
-from pld_optim.datasets.generic import load_generic
-from pld_optim.datasets.stereoset import load_stereoset
+from importlib import import_module
 
-REFERENCE_RULES = {"stereoset": stereoset.REFERENCE_RULES, "contract_nli": contract_nli.REFERENCE_RULES}
+_EXPORTS = {"DEFAULT_FRACTIONS": "common", "SPLITS": "common", "DataError": "common", "split_of": "common",
+            "load_contract_nli": "contract_nli", "load_generic": "generic", "load_stereoset": "stereoset"}
+_SUBMODULES = ("common", "contract_nli", "excerpt", "generic", "sampling", "stereoset", "tasks")
+
+
+def __getattr__(name: str):
+    if name == "REFERENCE_RULES":
+        return {"stereoset": import_module(f"{__name__}.stereoset").REFERENCE_RULES,
+                "contract_nli": import_module(f"{__name__}.contract_nli").REFERENCE_RULES}
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if name in _SUBMODULES:
+        return import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_FRACTIONS", "REFERENCE_RULES", "SPLITS", "DataError", "load_contract_nli", "load_generic",
            "load_stereoset", "split_of"]

@@ -8,8 +8,6 @@ carry its own split per item (`"split": "train" | "dev" | "test"`), as the shipp
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 from pathlib import Path
@@ -17,8 +15,10 @@ from pathlib import Path
 import datasets
 import dspy
 
-from pld_optim.files import FileFormatError, read_text
+from pld_optim.datasets.sampling import stratified_indices, unit_hash
+from pld_optim.files import FileFormatError
 from pld_optim.files import blank as blank
+from pld_optim.files import read_json as read_json_file
 
 SPLITS = ("train", "dev", "test")
 DEFAULT_FRACTIONS = (0.5, 0.25, 0.25)
@@ -52,9 +52,9 @@ def resolve_source(source: str | Path | None) -> str | Path | None:
 
 
 def split_of(example_id: str, fractions=DEFAULT_FRACTIONS) -> str:
-    """sha1(id) mapped to [0, 1) and cut at the cumulative fractions: stable and order-free. Rows that
-    share a `group` (the three sentences of one StereoSet item) share a split, so no context leaks."""
-    u = int(hashlib.sha1(str(example_id).encode()).hexdigest()[:12], 16) / float(1 << 48)
+    """The hashed id cut at the cumulative fractions: stable and order-free. Rows that share a `group` (the
+    three sentences of one StereoSet item) share a split, so no context leaks."""
+    u = unit_hash(example_id)
     edge = 0.0
     for name, share in zip(SPLITS, fractions):
         edge += share
@@ -83,32 +83,17 @@ def to_examples(rows, input_fields: list[str]) -> list[dspy.Example]:
 
 
 def limited(rows: datasets.Dataset, limit: int | None, seed: int = 0) -> datasets.Dataset:
-    """At most `limit` rows, label-stratified and seeded: labels taken in turn from seeded shuffles of each
-    label's rows (the first rows of a file can hold no item of a label), kept in file order."""
+    """At most `limit` rows, label-stratified and seeded (`sampling.stratified_indices`), kept in file order."""
     if not limit or len(rows) <= limit:
         return rows
-    rng = random.Random(f"limit:{seed}")
-    pools: dict[str, list[int]] = {}
-    for i, label in enumerate(rows["label"]):
-        pools.setdefault(str(label), []).append(i)
-    queues = [rng.sample(p, len(p)) for _, p in sorted(pools.items())]
-    chosen: list[int] = []
-    while len(chosen) < limit:
-        for queue in queues:
-            if queue and len(chosen) < limit:
-                chosen.append(queue.pop())
-    return rows.select(sorted(chosen))
+    return rows.select(sorted(stratified_indices(rows["label"], limit, random.Random(f"limit:{seed}"))))
 
 
 def read_json(path: Path):
     try:
-        text = read_text(path)
+        return read_json_file(path)
     except FileFormatError as exc:
         raise DataError(str(exc)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
 def load_hub(name: str, *args, **kwargs):

@@ -16,7 +16,7 @@ from dspy.utils.callback import BaseCallback
 
 from pld_optim.evaluation.scoring import Outcome, Score, run_student, score_outcomes
 from pld_optim.evaluation.task import Task
-from pld_optim.lm.adapter import LabelAdapter
+from pld_optim.lm.adapter import student_adapter
 from pld_optim.lm.factory import TokenCounter, token_counter
 from pld_optim.program import with_rules
 from pld_optim.rules import DEFAULT_PREAMBLE, Prompt
@@ -46,7 +46,8 @@ class Scorer:
         program: the user's program; it is never changed (every prompt is applied to a deep copy).
         task: the program's classification predictor and labels (`pld_optim.evaluation.task.resolve_task`).
         base_instructions: the task text the rule block is appended to (default: the predictor's own).
-        adapter: the adapter the student runs under (default: `LabelAdapter()`).
+        adapter: the adapter the student runs under (default: the configured one, else `LabelAdapter()`;
+            `pld_optim.lm.adapter.student_adapter`).
         lm: the student LM (default: the predictor's own LM, else `dspy.settings.lm`).
         num_threads: parallel student calls.
     """
@@ -58,7 +59,7 @@ class Scorer:
         self.task = task
         self.base_instructions = task.signature.instructions if base_instructions is None else base_instructions
         self.preamble = preamble
-        self.adapter = adapter or LabelAdapter()
+        self.adapter = student_adapter(adapter)
         self.lm = lm
         self.num_threads = num_threads
         self.progress = progress

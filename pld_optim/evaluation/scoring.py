@@ -3,22 +3,30 @@
 `dspy.Evaluate.score` is a per-example average, which cannot express macro F1 (dspy#556, #1891), so we
 run `dspy.Evaluate` for its threading, progress and error capture and score its predictions here. An
 answer outside the label set counts as wrong for its gold class; an exception is recorded per example.
+
+Macro F1 averages over the labels the split's gold answers contain (`Score.labels_scored`): a declared label
+no example has has no F1 (no recall can be measured), and counting it as 0 would cap a perfect student at
+(k - 1) / k. The score says what it stands on: `n`, `support` per declared label, `labels_absent`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import dspy
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from pld_optim.evaluation.coverage import stands_on as _stands_on
 from pld_optim.evaluation.task import Task, example_id
 from pld_optim.lm.labels import normalize_label
 
 logger = logging.getLogger(__name__)
 
+# The one spelling of "no valid answer" (a failed call, or no label in the answer): in confusion matrices,
+# confusion counts and what the teacher is shown.
 INVALID = "<invalid>"
 
 
@@ -35,14 +43,30 @@ class Outcome(BaseModel):
 
 
 class Score(BaseModel):
-    macro_f1: float
+    macro_f1: float = Field(description="mean F1 over `labels_scored`, the labels present in gold")
     accuracy: float
-    per_class_f1: dict[str, float]
+    per_class_f1: dict[str, float] = Field(description="the labels present in gold only; see `labels_absent`")
     n: int
     failures: int
     invalid: int
     confusion: list[list[int]] = Field(
         default_factory=list, description="rows: gold in label order; columns: the labels, then answers outside them")
+    support: dict[str, int] = Field(default_factory=dict, description="gold examples per declared label")
+
+    @computed_field
+    @property
+    def labels_scored(self) -> list[str]:
+        return [label for label, n in self.support.items() if n] if self.support else list(self.per_class_f1)
+
+    @computed_field
+    @property
+    def labels_absent(self) -> list[str]:
+        """Declared labels with no gold example here: left out of macro F1, which cannot tell how they fare."""
+        return [label for label, n in self.support.items() if not n]
+
+    def stands_on(self) -> str:
+        """What the figure is measured on, for every line that prints one: 'n examples, k of K labels'."""
+        return _stands_on(self.support) if self.support else f"{self.n} examples"
 
 
 def score_outcomes(outcomes: list[Outcome], labels: list[str]) -> Score:
@@ -50,16 +74,25 @@ def score_outcomes(outcomes: list[Outcome], labels: list[str]) -> Score:
         raise ValueError("cannot score an empty split")
     golds = [o.gold for o in outcomes]
     preds = [o.pred if o.pred in labels else INVALID for o in outcomes]
-    per_class = f1_score(golds, preds, labels=labels, average=None, zero_division=0)
+    support = Counter(golds)
+    present = [label for label in labels if support[label]]
+    per_class = f1_score(golds, preds, labels=present, average=None, zero_division=0)
     return Score(
-        macro_f1=float(f1_score(golds, preds, labels=labels, average="macro", zero_division=0)),
+        macro_f1=float(per_class.mean()) if present else 0.0,
         accuracy=float(accuracy_score(golds, preds)),
-        per_class_f1={label: float(v) for label, v in zip(labels, per_class)},
+        per_class_f1={label: float(v) for label, v in zip(present, per_class)},
+        support={label: support[label] for label in labels},
         n=len(outcomes),
         failures=sum(o.error is not None for o in outcomes),
         invalid=sum(o.error is None and o.pred not in labels for o in outcomes),
         confusion=confusion_matrix(golds, preds, labels=[*labels, INVALID])[: len(labels)].tolist(),
     )
+
+
+def confusions(outcomes: list[Outcome]) -> Counter[tuple[str, str]]:
+    """(gold, answered) -> count over the wrong answers; an answer outside the labels keeps its text, a call
+    with no answer is INVALID."""
+    return Counter((o.gold, o.pred or INVALID) for o in outcomes if not o.correct)
 
 
 def check_valid(outcomes: list[Outcome], labels: list[str], where: str, max_invalid_share: float = 0.5) -> Score:

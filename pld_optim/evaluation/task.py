@@ -151,3 +151,22 @@ def overlap(splits: dict[str, list[dspy.Example]], input_fields: list[str]) -> d
             if shared:
                 counts[f"{a}/{b}"] = shared
     return counts
+
+
+def refuse_overlap(splits: dict[str, list[dspy.Example]], input_fields: list[str], scored: str, *, allow: bool,
+                   where: str) -> dict[str, int]:
+    """The one refusal of a scored split that holds items of another (compared by content, not id): its
+    score would count what the rules were mined or chosen on. Returns the overlapping pairs that involve
+    `scored`; with `allow` (pld.allow_overlap) they are a warning instead of an error."""
+    shared = {pair: n for pair, n in overlap(splits, input_fields).items() if scored in pair.split("/")}
+    if not shared:
+        return shared
+    others = " and ".join(name for pair in shared for name in pair.split("/") if name != scored)
+    counted = f"{max(shared.values())} {scored} examples"
+    if not allow:
+        raise ValueError(f"{where}: {counted} have the same inputs as {others} examples ({shared}, compared by "
+                         f"content, not id): the {scored} score would count examples the rules were mined or chosen "
+                         "on. Remove them from one split, or pass allow_overlap=True (YAML: pld.allow_overlap: true) "
+                         "to go on anyway.")
+    logger.warning("%s: %s share their inputs with %s examples (%s; allow_overlap)", where, counted, others, shared)
+    return shared

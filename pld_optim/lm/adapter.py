@@ -108,6 +108,18 @@ class LabelAdapter(dspy.ChatAdapter):
         return values
 
 
+def student_adapter(adapter: dspy.Adapter | None = None) -> dspy.Adapter:
+    """The adapter a student runs under: the one given, else the one configured (`dspy.configure(adapter=...)`,
+    which the user's program runs under after the compile too), else LabelAdapter. One rule for the
+    teleprompter and the Scorer, so rules.json's system prompt is rendered with the adapter actually used."""
+    chosen = adapter if adapter is not None else dspy.settings.adapter
+    if chosen is None:
+        return LabelAdapter()
+    if not isinstance(chosen, dspy.Adapter):
+        raise ValueError(f"PLD: adapter {chosen!r} is a {type(chosen).__name__}, not a dspy.Adapter")
+    return chosen
+
+
 _LIST_SECTION = "[[ ## {} ## ]]"
 
 

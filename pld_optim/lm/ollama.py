@@ -50,6 +50,11 @@ def preflight(model: str, api_base: str | None = None, *, pull: bool = False, ti
     client = _ollama().Client(host=host, timeout=timeout)
     try:
         listed = client.list()
+    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:  # connected, then nothing: not "start it"
+        raise OllamaError(
+            f"Ollama at {host} sent no answer within {timeout:g} s ({type(exc).__name__}): it is stalled or "
+            f"overloaded. Check it with `ollama ps`, restart it with `ollama serve`, then run the same command again."
+        ) from None
     except (httpx.HTTPError, ConnectionError, OSError) as exc:
         raise OllamaError(
             f"Ollama is not reachable at {host} ({type(exc).__name__}). "

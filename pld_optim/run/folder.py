@@ -11,8 +11,13 @@ compile stopped), so the folder must prove it is the *same* run:
   The operating system releases it when its process ends, so a crash leaves no stale lock.
 - A folder that holds files a compile writes (report.md, program.json, ...) but no fingerprint.json was
   not written by a compile: they may be the user's own, so nothing is written there and nothing removed.
-- Every artifact is written once, to a temporary file moved into place, so an interruption leaves the
-  previous file whole and `rules.json` and `program.json` never disagree.
+- `.pld.written.json` records what each command wrote (pld_optim.run.written): an artifact a person edited
+  since (the README invites editing rules.json) is never replaced or removed, and a rules.json that pick or
+  ablate wrote is not undone by a compile. Each refusal names the file and how to keep or discard it.
+- A folder `pld-optim compare` wrote (its fingerprint says so, or it is a compare's pld-seed<N>/) is that
+  command's: a compile there is refused, and `--fresh` removes nothing from it.
+- The artifacts are rendered first, then written to temporary files, then moved into place together: a
+  rendering error or a full disk changes none of them, leaves no temporary file, and says so.
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ import fnmatch
 import json
 import logging
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import filelock
 
-from pld_optim.files import JsonlLog, atomic_write_text, read_text
+from pld_optim.files import FileFormatError, JsonlLog, Staged, WriteError, atomic_write_text, read_json
 from pld_optim.records import MinedRule
+from pld_optim.run.artifacts import render_artifacts
+from pld_optim.run.cache import check_cache, clear_cache, foreign_in_cache, resume_hint  # noqa: F401 - check_cache
+from pld_optim.run.fingerprint import differences
+from pld_optim.run.written import CARRIES, Written, command_of, edited_message, owner_message, written_by_message
 
 logger = logging.getLogger("pld_optim")
 
@@ -38,16 +45,14 @@ FINGERPRINT = "fingerprint.json"
 LOCK = ".pld.lock"
 MINED = "mined.jsonl"
 CACHE = "cache"
+# The artifacts of a compiled program, each written once by `save` (and logged by MLflow tracking).
+ARTIFACTS = ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html")
 # What a compile writes: `--fresh` removes exactly these, and only from a folder a compile wrote.
-RUN_FILES = (FINGERPRINT, MINED, "study.db", CACHE, "program.json", "rules.json", "system_prompt.txt", "report.md",
-             "review.html", "search_optimization_history.html", "search_param_importances.html",
-             "search_pareto_front.html")
+RUN_FILES = (FINGERPRINT, MINED, "study.db", CACHE, *ARTIFACTS, "search_optimization_history.html",
+             "search_param_importances.html", "search_pareto_front.html")
 # What `pld-optim compare` writes to its --out (each optimizer's compiled PLD run goes in pld-seed<N>/).
 COMPARE_FILES = (FINGERPRINT, CACHE, "compare.md", "compare.html", "*-seed*.json", "*-seed*.outcomes.jsonl",
                  "pld-seed*")
-# DSPy's disk cache (a diskcache.FanoutCache): shards 000..015, each a SQLite file (and its journal) and, for
-# large values, files under two levels of two-hex-digit folders.
-_CACHE_FILE = re.compile(r"(?:\d{3}/)?(?:cache\.db(?:-wal|-shm|-journal)?|[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]+\.val)")
 
 
 class RunFolder:
@@ -61,6 +66,20 @@ class RunFolder:
         self.context = dict(context or {})
         self.title = title
         self.written = written  # names (glob patterns) of what the command that owns the folder writes
+        self._kept_in_cache: set[str] = set()  # files in cache/ DSPy did not write that `clear` kept on purpose
+
+    @classmethod
+    def of(cls, out_dir) -> RunFolder | None:
+        """The folder `out_dir` names, given as it came (str, Path, RunFolder or None): Path('') is '.', so
+        an empty string must reach the constructor's own check (the one the CLI's --out meets) unconverted."""
+        if out_dir is None:
+            return None
+        return out_dir if isinstance(out_dir, RunFolder) else cls(out_dir)
+
+    @property
+    def command(self) -> str:
+        """The command that owns a folder of this kind, as its fingerprint names it."""
+        return "compare" if self.written == COMPARE_FILES else "compile"
 
     @property
     def cache_dir(self) -> Path:
@@ -71,23 +90,48 @@ class RunFolder:
 
     def read_mined(self) -> dict[str, MinedRule]:
         """mined.jsonl's kept rules by example id (a refused or failed example is redone on resume)."""
-        return {m.example_id: m for m in self.mined_log().read() if m.error is None}
+        return {m.example_id: m for m in self.mined_log().read() if m.ok}
 
     def check(self, what: str = "--out") -> None:
-        """Before any LM call, creating nothing: a folder under a file, a read-only place, or a folder that
-        holds someone else's files under the names this command writes fails now."""
-        for place in (self.path, *self.path.parents):
-            if place.exists():
-                if not place.is_dir():
-                    raise ValueError(f"{what} {self.path}: {place} is a file, not a folder")
-                if not os.access(place, os.W_OK | os.X_OK):
-                    raise ValueError(f"{what} {self.path}: {place} is not writable")
-                break
+        """Before any LM call, creating nothing: a folder under a file, a dangling link, a read-only place, a
+        folder another command's run is in, an artifact a person edited, or a folder that holds someone
+        else's files under the names this command writes fails now (in a dry run too)."""
+        _check_place(self.path, what)
         if (self.path / FINGERPRINT).exists():
+            self._refuse_other_owner(what)
+            if self.command == "compile":
+                self.check_replaceable("compile", what=what)
             return
         theirs = self._present(foreign_only=True)
         if theirs:
             raise ValueError(f"{what} {self.path}: {self._not_ours(theirs)}")
+
+    def check_replaceable(self, command: str, names=ARTIFACTS, *, what: str | None = None,
+                          others: bool = False) -> None:
+        """Refuse, naming the file and how to keep or discard it, when `command` would replace or remove an
+        artifact a person edited; `others` (a compile about to resume): also a rules.json pick or ablate wrote,
+        which the compile would undo (not in `check`, which runs before --fresh removes it)."""
+        names = [n for n in names if n not in CARRIES.get(command, ())]
+        record = Written(self.path)
+        edited = record.edited(names)
+        if edited:
+            raise ValueError(edited_message(what or command, self.path, edited, command))
+        writer = record.writer("rules.json") if others and "rules.json" in names else None
+        if writer not in (None, "compile") and (self.path / "rules.json").is_file():
+            raise ValueError(written_by_message(what or command, self.path, writer))
+
+    def _refuse_other_owner(self, what: str, within: bool = False) -> None:
+        """`within`: also a compile folder that is part of a compare run (--fresh must not clear it)."""
+        owner, parent = self._owner(within)
+        if owner is not None and owner != self.command:
+            raise ValueError(owner_message(what, self.path, owner, self.command, parent))
+
+    def _owner(self, within: bool) -> tuple[str | None, Path | None]:
+        if within and fnmatch.fnmatchcase(self.path.name, "pld-seed*"):
+            parent = self.path.resolve().parent
+            if command_of(parent / FINGERPRINT) == "compare":
+                return "compare", parent
+        return command_of(self.path / FINGERPRINT), None
 
     def _not_ours(self, names: list[str]) -> str:
         return (f"it has no {FINGERPRINT}, so no pld-optim run wrote it, yet it holds {', '.join(names)}, "
@@ -101,19 +145,24 @@ class RunFolder:
             return []
         names = sorted(p.name for p in self.path.iterdir()
                        if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in self.written))
-        if foreign_only:
-            names = [n for n in names if n != CACHE or not (self.path / CACHE).is_dir() or _foreign_in_cache(
-                self.path / CACHE)]
+        if foreign_only and CACHE in names and (self.path / CACHE).is_dir() and \
+                set(foreign_in_cache(self.path / CACHE)) <= self._kept_in_cache:
+            names.remove(CACHE)
         return names
 
     @contextmanager
     def writing(self, create: bool = True):
         """Held while a command writes the folder; re-entrant within one process (the CLI holds it around
         PLD.compile, which takes it too). `create=False`: the folder must exist (pick, ablate, report)."""
+        lock = filelock.FileLock(self.path / LOCK, timeout=0, is_singleton=True)
+        if lock.is_locked and not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path} no longer exists: it was removed while this command was writing "
+                                    f"it, with its fingerprint and anything else in it. Nothing more was written. "
+                                    f"{resume_hint()}")
         if not create and not self.path.is_dir():
             raise FileNotFoundError(f"{self.path} does not exist or is not a folder")
+        _check_place(self.path, "the output folder")
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(self.path / LOCK, timeout=0, is_singleton=True)
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -126,19 +175,23 @@ class RunFolder:
 
     def check_fingerprint(self, fingerprint: dict) -> bool:
         """Read-only (a dry run may call it): True when the folder holds this run, False when it holds none
-        yet; a different run is an error naming what differs."""
+        yet; a different run, or another command's, is an error naming what differs."""
         if not (self.path / FINGERPRINT).exists():
             return False
-        diffs = _differences(self._fingerprint(), fingerprint)
+        self._refuse_other_owner("")
+        diffs = differences(self._fingerprint(), fingerprint)
         if diffs:
             raise ValueError(f"{self.path} holds another run ({'; '.join(diffs)}): resuming would mix the "
                              f"two. {self._fresh_hint()}")
         return True
 
     def claim(self, fingerprint: dict) -> None:
-        """Record the fingerprint of a new run, accept the same run, refuse a different one."""
+        """Record the fingerprint of a new run, accept the same run (whose artifacts no person edited since,
+        and, for a compile, whose rules.json pick or ablate did not write), refuse a different one."""
         path = self.path / FINGERPRINT
         if self.check_fingerprint(fingerprint):
+            if self.command == "compile":
+                self.check_replaceable("compile", what="out_dir", others=True)
             return
         leftovers = [name for name in (MINED, "study.db", "rules.json") if (self.path / name).exists()]
         if leftovers:
@@ -149,9 +202,9 @@ class RunFolder:
     def _fingerprint(self) -> dict:
         path = self.path / FINGERPRINT
         try:
-            data = json.loads(read_text(path))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc.msg}); {self._fresh_hint()}") from None
+            data = read_json(path)
+        except FileFormatError as exc:
+            raise ValueError(f"{exc}; {self._fresh_hint()}") from None
         if not isinstance(data, dict) or not {"data", "params"} <= set(data):
             raise ValueError(f"{path} is not a pld-optim fingerprint; {self._fresh_hint()}")
         return data
@@ -159,139 +212,84 @@ class RunFolder:
     def _fresh_hint(self) -> str:
         if self.written != RUN_FILES:  # compare has no --fresh
             return "Choose a new --out, or remove that folder to start over."
+        if self._owner(within=True)[0] == "compare":
+            return "Choose another folder: this one belongs to a `pld-optim compare` run."
         return (f"Start over in that folder with `--fresh` (Python: RunFolder({str(self.path)!r}).clear()), "
                 "or choose a new folder.")
 
     def clear(self) -> list[str]:
         """Remove what a compile wrote (RUN_FILES) and nothing else, holding the folder's lock; only from a
-        folder whose fingerprint shows a compile wrote it. In `cache/`, only DSPy's cache files go: anything
-        else there is kept (and named in a warning). Returns the names removed."""
+        folder whose fingerprint shows a compile wrote it (not compare, nor a compare's pld-seed<N>/), and
+        never an artifact a person edited. In `cache/`, only DSPy's cache files go: anything else there is
+        kept (and named in a warning). Returns the names removed."""
         if not self.path.exists():
             return []
         present = self._present()
         if present and not (self.path / FINGERPRINT).exists():
             raise ValueError(f"--fresh: {self.path}: {self._not_ours(present)}")
+        if present:
+            self._refuse_other_owner("--fresh:", within=True)
         with self.writing():
             if present:
                 self._fingerprint()  # a file that is not ours under that name: refuse rather than delete
+                self.check_replaceable("--fresh")
             for name in present:
                 target = self.path / name
                 if name == CACHE and target.is_dir():
-                    kept = _clear_cache(target)
+                    kept = clear_cache(target)
+                    self._kept_in_cache = set(kept)  # the compile that follows may use cache/ beside them
                     if kept:
                         logger.warning("--fresh kept %s in %s: DSPy's cache does not write them", ", ".join(kept),
                                        target)
                 else:
                     shutil.rmtree(target) if target.is_dir() else target.unlink()
+            Written(self.path).forget()
         return present
 
-    def save(self, program, rules, *, context: dict | None = None) -> list[Path]:
-        """Write program.json, rules.json, system_prompt.txt, report.md and review.html, each once, holding
-        the folder's lock (a second writer is refused, never interleaved)."""
+    def save(self, program, rules, *, command: str = "compile") -> list[Path]:
+        """Write the ARTIFACTS of a compiled program and its complete rule set, all rendered first and moved
+        into place together, holding the folder's lock (a second writer is refused, never interleaved).
+        `command`: who saves; pick and ablate start from rules.json as it is and carry it forward, so they may
+        replace an edited one, and nobody replaces any other edited artifact. report.md and review.html are
+        headed by `rules.context` (config, models, seed)."""
         with self.writing():
-            return self._save(program, rules, context)
+            self.check_replaceable(command)
+            files = render_artifacts(self.path, program, rules, title=self.title,
+                                     mined=list(self.read_mined().values()))
+            self._write(files, command)
+        return [self.path / name for name in ARTIFACTS]
 
-    def _save(self, program, rules, context: dict | None) -> list[Path]:
-        from pld_optim.run.report import render_report
-        from pld_optim.run.review import render_review
+    def write(self, name: str, text: str, *, command: str) -> Path:
+        """One artifact as `command` writes it alone (`report`: report.md), refused when a person edited it."""
+        with self.writing(create=False):
+            self.check_replaceable(command, (name,))
+            self._write({name: text}, command)
+        return self.path / name
 
-        header = {**rules.context, **self.context, **(context or {})}
-        rules.context = header
-        # A compile's rule set records what its figures were measured on, so that report and pick can tell
-        # an edited rules.json later (pick and ablate set scored_prompt themselves).
-        if rules.scored_prompt is None and rules.dev_macro_f1 is not None:
-            rules.scored_prompt = rules.prompt_digest()
-        if not rules.rule_digests and rules.search is not None:
-            rules.rule_digests = {r.id: rules.rule_digest(r) for r in rules.rules}
-        tmp = self.path / f".program.{os.getpid()}.tmp.json"  # dspy picks the format from the suffix
-        program.save(str(tmp))
-        os.replace(tmp, self.path / "program.json")
-        rules.save(self.path / "rules.json")
-        atomic_write_text(self.path / "system_prompt.txt", rules.system_prompt + "\n")
-        atomic_write_text(self.path / "report.md", render_report(rules, title=self.title, context=header))
-        render_review(rules, self.path / "review.html", mined=list(self.read_mined().values()), context=header,
-                      title=self.title.replace("compile", "rule review"))
-        return [self.path / n for n in ("program.json", "rules.json", "system_prompt.txt", "report.md", "review.html")]
-
-
-def _cache_files(folder: Path) -> tuple[list[Path], list[str]]:
-    """DSPy's cache files under `folder`, and the names (relative) of everything else there."""
-    ours, theirs = [], []
-    for path in sorted(folder.rglob("*")):
-        if path.is_dir():
-            continue
-        name = path.relative_to(folder).as_posix()
-        (ours if _CACHE_FILE.fullmatch(name) else theirs).append(path if _CACHE_FILE.fullmatch(name) else name)
-    return ours, theirs
+    def _write(self, files: dict[str, str | bytes], command: str) -> None:
+        """Stage every file, record them, move them into place; a write that fails names the file, changes
+        no artifact when it strikes before the moves (a full disk does), and leaves no temporary file."""
+        with Staged() as staged:
+            try:
+                temporary = {name: staged.write(self.path / name, data) for name, data in files.items()}
+                with Written(self.path).recording(temporary, command):
+                    staged.commit()
+            except WriteError as exc:
+                moved = ", ".join(p.name for p in staged.moved)
+                changed = f"Of {self.path}, only {moved} was replaced" if moved else \
+                    f"Nothing in {self.path} was changed"
+                raise WriteError(exc.filename, exc.__cause__ or exc, f"{changed}. {resume_hint()}") from exc
 
 
-def _foreign_in_cache(folder: Path) -> list[str]:
-    return _cache_files(folder)[1]
-
-
-def _clear_cache(folder: Path) -> list[str]:
-    """Remove DSPy's cache files and the folders they leave empty; returns what was kept."""
-    ours, theirs = _cache_files(folder)
-    for path in ours:
-        path.unlink()
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        if not any(path.iterdir()):
-            path.rmdir()
-    if not theirs:
-        folder.rmdir()
-    return theirs
-
-
-def check_cache(folder: Path) -> None:
-    """DSPy reads its disk cache quietly: a corrupted shard would turn every cached answer into a new paid
-    call. Read every shard once (DSPy's layout: a 16-shard diskcache.FanoutCache), without creating any.
-    A shard that cannot be opened (permissions, a read-only place) is named as such, not as corrupted."""
-    import sqlite3
-
-    folder = Path(folder)
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise ValueError(f"the LM cache {folder} is a file, not a folder; move it away or use another --out")
-    if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
-        raise ValueError(f"the LM cache {folder} is not readable and writable by this user; fix its permissions "
-                         "or use another --out")
-    shards = sorted(folder.glob("*/cache.db")) + sorted(folder.glob("cache.db"))
-    for shard in shards:
-        if not os.access(shard, os.R_OK | os.W_OK):
-            raise ValueError(f"the LM cache shard {shard} is not readable and writable by this user; fix its "
-                             "permissions or use another --out")
-        if not shard.is_file():
-            raise ValueError(f"the LM cache shard {shard} is not a file; move it away or use another --out")
-        try:
-            with sqlite3.connect(f"file:{quote(str(shard))}?mode=ro", uri=True) as connection:
-                connection.execute("select count(*) from sqlite_master").fetchone()
-                connection.execute("pragma quick_check").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise ValueError(f"the LM cache {folder} is corrupted ({shard.name}: {exc}); remove it "
-                                 f"(rm -r {folder}) and rerun: the calls it held are made again") from None
-            raise ValueError(f"the LM cache shard {shard} cannot be opened ({exc}); check that this user may "
-                             "read and write it and its folder (a read-only disk?), or use another --out") from None
-        except sqlite3.DatabaseError as exc:
-            raise ValueError(f"the LM cache {folder} is corrupted ({shard.name}: {exc}); remove it "
-                             f"(rm -r {folder}) and rerun: the calls it held are made again") from None
-
-
-def data_digest(examples, ids, label_field: str) -> str:
-    """sha1 over (id, gold label) pairs: relabelled or re-split data gets another digest."""
-    import hashlib
-
-    pairs = sorted(f"{i}\t{ex[label_field]}" for i, ex in zip(ids, examples))
-    return hashlib.sha1("\n".join(pairs).encode()).hexdigest()[:16]
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
-    return out
+def _check_place(path: Path, what: str) -> None:
+    """The folder, or its first existing parent, must be a writable folder; a link to nothing is named."""
+    for place in (path, *path.parents):
+        if place.is_symlink() and not place.exists():
+            raise ValueError(f"{what} {path}: {place} is a symbolic link to {os.readlink(place)}, which does not "
+                             "exist; create that folder, or give another")
+        if place.exists():
+            if not place.is_dir():
+                raise ValueError(f"{what} {path}: {place} is a file, not a folder")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise ValueError(f"{what} {path}: {place} is not writable")
+            return

@@ -23,7 +23,7 @@ MAX_EXAMPLES = 5  # supporting examples shown per rule; the count says how many 
 
 
 def stage_of(rule: Rule) -> str:
-    return "refinement" if rule.origin.startswith(("refine", "corrective")) else "clustering"
+    return "clustering" if rule.stage == "cluster" else "refinement"
 
 
 def _evidence(rule: Rule, mined: dict[str, MinedRule]) -> list[dict]:
@@ -116,11 +116,16 @@ def _figures(rules: RuleSet, active: list[dict]) -> dict[str, str]:
     return figures
 
 
-def render_review(rules: RuleSet, path: Path, *, mined: list[MinedRule] | None = None,
-                  context: dict | None = None, title: str = "PLD rule review") -> None:
+def review_page(rules: RuleSet, *, mined: list[MinedRule] | None = None, context: dict | None = None,
+                title: str = "PLD rule review") -> str:
+    """The page as text (RunFolder.save renders every artifact before it writes any)."""
     from plotly.offline import get_plotlyjs
 
     data = review_data(rules, mined)
-    page = render("review.html.j2", title=title, context=context or {}, plotlyjs=get_plotlyjs(),
+    return render("review.html.j2", title=title, context=context or {}, plotlyjs=get_plotlyjs(),
                   figures=_figures(rules, data["active"]), **data)
-    atomic_write_text(path, page)
+
+
+def render_review(rules: RuleSet, path: Path, *, mined: list[MinedRule] | None = None,
+                  context: dict | None = None, title: str = "PLD rule review") -> None:
+    atomic_write_text(path, review_page(rules, mined=mined, context=context, title=title))

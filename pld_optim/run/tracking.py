@@ -20,10 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pld_optim.rules import RuleSet
+from pld_optim.run.folder import ARTIFACTS
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS = ("rules.json", "system_prompt.txt", "review.html", "report.md", "program.json")
 
 
 class TrackingConfig(BaseModel):

@@ -7,28 +7,37 @@ from typing import Literal
 import optuna
 from pydantic import BaseModel, ConfigDict, Field
 
+from pld_optim.params import NEUTRAL
+
 
 class SearchConfig(BaseModel):
+    """`neutral` fields change how trials are proposed, stopped or shown, not what a trial scores: a study
+    may go on with another sampler, as Optuna allows (the fingerprint leaves them out)."""
+
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    n_trials: int = Field(30, ge=1, description="total trials in the study, counting earlier runs")
-    timeout: float | None = Field(None, gt=0, description="seconds for this run")
-    max_student_calls: int | None = Field(None, gt=0, description="stop starting trials past this many calls")
+    n_trials: int = Field(30, ge=1, description="total trials in the study, counting earlier runs",
+                          json_schema_extra=NEUTRAL)
+    timeout: float | None = Field(None, gt=0, description="seconds for this run", json_schema_extra=NEUTRAL)
+    max_student_calls: int | None = Field(None, gt=0, description="stop starting trials past this many calls",
+                                          json_schema_extra=NEUTRAL)
     minibatch_size: int = Field(16, gt=0)
     max_prompt_tokens: int | None = Field(None, gt=0, description="hard cap on the system prompt and demos")
     multi_objective: bool = False
     sampler: Literal["local", "tpe", "random"] | optuna.samplers.BaseSampler = Field(
         "tpe", description="tpe (measured best on real compiles: docs/results.md); local: edits of the best prompt "
                            "so far; random; or any Optuna sampler object (Python). multi_objective with a name uses "
-                           "NSGA-II")
+                           "NSGA-II", json_schema_extra=NEUTRAL)
     pruner: Literal["median", "none"] | optuna.pruners.BasePruner = Field(
-        "median", description="or any Optuna pruner object (Python)")
-    n_startup_trials: int = Field(8, ge=0)
+        "median", description="or any Optuna pruner object (Python)", json_schema_extra=NEUTRAL)
+    n_startup_trials: int = Field(8, ge=0, json_schema_extra=NEUTRAL)
     storage: str | optuna.storages.BaseStorage | None = Field(
-        None, description="Optuna storage URL or object; default sqlite in out_dir, else memory")
-    study_name: str | None = None
-    pick_max_tokens: int | None = Field(None, gt=0, description="multi-objective: best F1 within this many tokens")
-    plots: bool = True
+        None, description="Optuna storage URL or object; default sqlite in out_dir, else memory",
+        json_schema_extra=NEUTRAL)
+    study_name: str | None = Field(None, json_schema_extra=NEUTRAL)
+    pick_max_tokens: int | None = Field(None, gt=0, description="multi-objective: best F1 within this many tokens",
+                                        json_schema_extra=NEUTRAL)
+    plots: bool = Field(True, json_schema_extra=NEUTRAL)
 
     def sampler_name(self) -> str:
         return self.sampler if isinstance(self.sampler, str) else type(self.sampler).__name__

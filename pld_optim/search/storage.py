@@ -1,18 +1,65 @@
-"""Where the Optuna study lives: SQLite in the output folder by default, any RDB URL, or a storage object.
+"""Where the Optuna study lives (SQLite in the output folder by default, any RDB URL, or a storage object),
+and which study in it a search continues.
 
-The study is opened with `load_if_exists`, so running the same compile again continues it. `check_storage`
-runs before any LM call (and in a dry run): it reads, never creates, so a dry run leaves no database.
+The study is opened with `load_if_exists`, so running the same compile again continues it. Its name is the
+configured `study_name` (the CLI: the config's `name`) and a hash of everything a trial's score depends on
+(`study_name_for`, `search_setup`): a storage shared by several configs never hands one run the trials of
+another's rules, student, dev data or prompt settings, while the workers of one run share one study.
+`check_storage` runs before any LM call (and in a dry run): it reads, never creates, so a dry run leaves no
+database.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import dspy
 import optuna
 
+from pld_optim.datasets.sampling import data_digest
+from pld_optim.evaluation.task import example_id
+from pld_optim.lm.factory import lm_identity
+from pld_optim.params import neutral_names
+from pld_optim.rules import Prompt, Rule
 from pld_optim.search.config import SearchConfig
+
+if TYPE_CHECKING:
+    from pld_optim.evaluation.scorer import Scorer
+
+
+def study_name_for(rules: list[Rule], name: str | None, setup: dict | None = None) -> str:
+    """`name` and a hash of what a trial's score depends on: the rules (ids, wordings and example candidates,
+    in order, since the parameters index them) and `setup` (`search_setup`). Trials scored for other rules,
+    another student, other dev data or other prompt settings never mix in."""
+    parts = ([r.id for r in rules] + [v for r in rules for v in r.variants()]
+             + [e.id for r in rules for e in r.examples] + [json.dumps(setup or {}, sort_keys=True, default=str)])
+    return f"{name or 'pld'}-{hashlib.sha1(chr(10).join(parts).encode()).hexdigest()[:10]}"
+
+
+def search_setup(scorer: Scorer, dev: list[dspy.Example], config: SearchConfig, *, max_demos: int,
+                 demo_field: str) -> dict:
+    """Everything besides the rules that changes what a trial scores: the student (`lm_identity`), the dev
+    data (ids and gold labels, as the folder's fingerprint has them), the task and the prompt without rules
+    (base instructions, adapter, labels), the search settings the fingerprint keeps (budget, minibatch,
+    objectives), the demo cap and the counter that measures the budget. Not the seed: it steers only which
+    points are proposed, so workers with their own sampler seeds still share the study."""
+    task = scorer.task
+    ids = [example_id(ex, task.input_fields) for ex in dev]
+
+    def digest(text: str) -> str:
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    return {"student": lm_identity(scorer.student_lm), "dev": data_digest(dev, ids, task.label_field),
+            "task": {"predictor": task.predictor_name, "labels": task.labels, "label_field": task.label_field,
+                     "demo_field": demo_field, "adapter": type(scorer.adapter).__name__,
+                     "bare_prompt": digest(scorer.system_prompt(Prompt())), "preamble": digest(scorer.preamble)},
+            "search": config.model_dump(exclude=neutral_names(SearchConfig)), "max_demos": max_demos,
+            "token_counter": scorer.token_counter.name}
 
 
 def storage_url(config: SearchConfig, out_dir: Path | None) -> str | optuna.storages.BaseStorage | None:

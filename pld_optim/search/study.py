@@ -4,8 +4,14 @@ Objective: corpus macro F1 over the dev split. In single-objective mode each tri
 chunks of `minibatch_size`, reporting the running F1 after each so a pruner stops a bad prompt early; a
 trial that survives every chunk has been scored on the whole dev split. The multi-objective mode
 (NSGA-II) trades F1 against prompt tokens and returns the Pareto front. Samplers, pruners and storages
-are Optuna's objects (or names for them); the default `local` sampler (`pld_optim.search.sampler`)
+are Optuna's objects (or names for them); the default is TPE, and `local` (`pld_optim.search.sampler`)
 proposes one edit of the best prompt so far per trial.
+
+A study is continued only by a search that would score its trials the same: its name hashes the rules and
+`PromptSearch.setup()` (the student, the dev data, every setting that changes a prompt or its score), so two
+runs on one storage under one name with another student, dev set or setting never share trials, while the
+workers of one run (and a resumed run) do. The seed is not part of it: it only steers which points are
+proposed, as the sampler does, and the dev chunks a trial is scored in are ordered by example id.
 """
 
 from __future__ import annotations
@@ -13,32 +19,51 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import socket
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import dspy
 import optuna
 
 from pld_optim.evaluation.scorer import Scorer
-from pld_optim.evaluation.scoring import Outcome, score_outcomes
+from pld_optim.evaluation.scoring import Outcome, Score, confusions, score_outcomes
+from pld_optim.evaluation.task import example_id
 from pld_optim.records import Candidate, SearchResult, Selection
 from pld_optim.rules import Prompt, Rule, prompt_of
 from pld_optim.search.config import SearchConfig
 from pld_optim.search.plots import save_plots
 from pld_optim.search.sampler import LocalSearchSampler
 from pld_optim.search.space import Space
-from pld_optim.search.storage import open_storage, storage_url
+from pld_optim.search.storage import open_storage, search_setup, storage_url, study_name_for
 
 logger = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def study_name_for(rules: list[Rule], name: str | None) -> str:
-    """A new rule set gets a new study: old trials scored other rules and must not mix in."""
-    parts = [v for r in rules for v in r.variants()] + [e.id for r in rules for e in r.examples]
-    return f"{name or 'pld'}-{hashlib.sha1(chr(10).join(parts).encode()).hexdigest()[:10]}"
+@dataclass(frozen=True)
+class Choice:
+    """What the search stage hands on: the candidate rules, the chosen prompt among them (None: every rule,
+    unsearched), the study's result and the chosen prompt's dev score."""
+
+    pool: list[Rule]
+    selection: list[Selection] | None
+    search: SearchResult | None
+    score: Score
+
+
+class SearchFailed(RuntimeError):
+    """The search raised; the compile keeps refinement's rules and says what a rerun costs (only a folder's
+    cache replays the earlier stages)."""
+
+    def __init__(self, cause: Exception, kept_rules: int, folder=None):
+        where = folder.path / "rules.json" if folder else "PLD.rules_"
+        rerun = ("rerun the same command: mining, clustering and refinement replay from the folder's cache, so "
+                 "only the search runs again" if folder else "compile again; with no out_dir there is no folder to "
+                 "resume from, so mining, clustering and refinement run again (free only where DSPy's own disk "
+                 "cache still holds their calls): pass out_dir= to resume instead")
+        super().__init__(f"PLD: the search failed ({type(cause).__name__}: {cause}). Refinement's {kept_rules} rules "
+                         f"are kept in {where}. Fix the search settings and {rerun}.")
 
 
 def check_budget(scorer: Scorer, config: SearchConfig) -> None:
@@ -72,14 +97,21 @@ class PromptSearch:
         self.scorer, self.rules, self.dev, self.config = scorer, rules, dev, config
         self.space = Space(rules, max_demos)
         self.label_field, self.out_dir, self.seed = label_field, out_dir, seed
-        order = list(range(len(dev)))
-        random.Random(seed).shuffle(order)
+        # Ordered by a hash of the example id, not by the seed: every worker of a study (each with its own
+        # sampler seed) reports a trial's running F1 on the same chunks, which the pruner compares.
+        ids = [example_id(ex, scorer.task.input_fields) for ex in dev]
+        order = sorted(range(len(dev)), key=lambda i: (hashlib.sha1(ids[i].encode()).hexdigest(), i))
         size = config.minibatch_size
         self.chunks = [[dev[i] for i in order[k:k + size]] for k in range(0, len(dev), size)]
         self.outcomes: dict[int, list[Outcome]] = {}  # completed trials of this process: no re-scoring
 
     def prompt(self, selection: list[Selection]):
         return prompt_of(self.rules, selection, self.label_field)
+
+    def setup(self) -> dict:
+        """What besides the rules the study is keyed by (`pld_optim.search.storage.search_setup`)."""
+        return search_setup(self.scorer, self.dev, self.config, max_demos=self.space.max_demos,
+                            demo_field=self.label_field)
 
     def fit_budget(self, selection: list[Selection]) -> tuple[list[Selection], int, int]:
         """Repair, not reject: the lowest-ranked rules go until the prompt fits, so every trial is a feasible
@@ -118,16 +150,40 @@ class PromptSearch:
         trial.set_user_attr("errors", _errors([*done, *outcomes]))
         return outcomes
 
+    @staticmethod
+    def seeds(clustered: list[Rule], refined: list[Rule], max_demos: int) -> list[list[Selection]]:
+        """Known points, and no rules at all (zero-shot, scored as the baseline): rules that do not beat it
+        on dev are not shipped. Rules only: the clustered and the refined list; with demos: the refined list
+        with one and with two worked examples per rule (the decoder keeps at most max_demos)."""
+        if max_demos:
+            return [[Selection(rule_id=r.id, demos=list(range(min(n, len(r.examples))))) for r in refined]
+                    for n in (1, 2)] + [[]]
+        return [[Selection(rule_id=r.id) for r in clustered], [Selection(rule_id=r.id) for r in refined], []]
+
+    def choose(self, seeds: list[list[Selection]], *, kept_rules: int, folder=None) -> Choice:
+        """`run`, as the compile's search step: the chosen prompt with its dev score, or `SearchFailed`."""
+        try:
+            result, outcomes = self.run(seeds)
+        except Exception as exc:
+            raise SearchFailed(exc, kept_rules, folder) from exc
+        # This process scored the winner already, unless an earlier one did: then once more (a cache hit).
+        score = (score_outcomes(outcomes, self.scorer.task.labels) if outcomes is not None
+                 else self.scorer.score(self.prompt(result.best.selection), self.dev))
+        return Choice(pool=self.rules, selection=result.best.selection, search=result, score=score)
+
     def run(self, seeds: list[list[Selection]] = ()) -> tuple[SearchResult, list[Outcome] | None]:
         """Continue (or start) the study to `n_trials` finished trials; the result and, when this process
         scored it, the best prompt's dev outcomes."""
         config = self.config
         check_budget(self.scorer, config)
-        storage = storage_url(config, self.out_dir)
+        storage, setup = storage_url(config, self.out_dir), self.setup()
         study = optuna.create_study(
             storage=open_storage(storage) if storage is not None else None, sampler=self._sampler(),
-            pruner=self._pruner(), load_if_exists=True, study_name=study_name_for(self.rules, config.study_name),
+            pruner=self._pruner(), load_if_exists=True,
+            study_name=study_name_for(self.rules, config.study_name, setup),
             **({"directions": ["maximize", "minimize"]} if config.multi_objective else {"direction": "maximize"}))
+        if "pld_setup" not in study.user_attrs:  # what the name's hash stands for, for whoever opens the storage
+            study.set_user_attr("pld_setup", setup)
         # A trial that failed (e.g. interrupted mid-evaluation) is not counted: it is the one unit lost.
         finished = [t for t in study.trials if t.state in FINISHED]
         if not finished:
@@ -212,8 +268,7 @@ def _student_calls(study: optuna.Study) -> int:
 
 def _errors(outcomes: list[Outcome]) -> list[tuple[str, str, int]]:
     """(gold, answered, count) for every confusion of one prompt: where the local sampler looks for edits."""
-    pairs = Counter((o.gold, o.pred or "<failed>") for o in outcomes if o.pred != o.gold)
-    return [(gold, pred, n) for (gold, pred), n in sorted(pairs.items())]
+    return [(gold, pred, n) for (gold, pred), n in sorted(confusions(outcomes).items())]
 
 
 def _candidate(trial: optuna.trial.FrozenTrial) -> Candidate:

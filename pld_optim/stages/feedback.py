@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
-from pld_optim.evaluation.scoring import Outcome, Score
+from pld_optim.evaluation.scoring import INVALID, Outcome, Score, confusions
 from pld_optim.records import RefineIteration, StageResult
 from pld_optim.rules import Rule
 from pld_optim.stages.context import StageContext
@@ -17,10 +15,11 @@ class RefineResult(StageResult):
     score: Score | None = None  # dev score of the refined list, when refinement scored it
 
 
-def confusions(outcomes: list[Outcome], min_count: int) -> list[tuple[tuple[str, str], list[Outcome]]]:
-    """(gold, answered) pairs of wrong answers, the most frequent first, each with its outcomes."""
-    counts = Counter((o.gold, o.pred or "no answer") for o in outcomes if not o.correct)
-    return [(pair, [o for o in outcomes if not o.correct and (o.gold, o.pred or "no answer") == pair])
+def frequent_confusions(outcomes: list[Outcome], min_count: int) -> list[tuple[tuple[str, str], list[Outcome]]]:
+    """(gold, answered) pairs of wrong answers seen at least `min_count` times, the most frequent first, each
+    with its outcomes."""
+    counts = confusions(outcomes)
+    return [(pair, [o for o in outcomes if not o.correct and (o.gold, o.pred or INVALID) == pair])
             for pair, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
 
 
@@ -29,6 +28,7 @@ def describe(outcomes: list[Outcome], ctx: StageContext) -> str:
     for n, o in enumerate(outcomes, 1):
         line = f"[{n}] {ctx.inputs.get(o.example_id, o.example_id)}\ngold: {o.gold}"
         if not o.correct:
-            line += f"\npredicted: {o.pred if o.pred is not None else '(no answer: ' + str(o.error) + ')'}"
+            answered = o.pred if o.pred is not None else f"{INVALID} ({o.error or 'no label'})"
+            line += f"\npredicted: {answered}"
         blocks.append(line)
     return "\n\n".join(blocks) or "(none)"

@@ -1,21 +1,42 @@
 """Rule-quality gates: what a reviewer would reject never reaches the student's prompt.
 
-Every rule a teacher writes (mined, merged, or rewritten by refinement) passes through `check`. A refusal
-is recorded with its reason, never silently dropped: the student follows its rules faithfully, so a
-template copied from a field description, a fragment of a broken list, a rule that names no label, or a
-rule that names a group taken from its example (the paper's own warning for StereoSet) must stop here.
+Every rule a teacher writes (mined, merged with its wordings, corrective, or rewritten by refinement)
+passes through `Gate.check`. A refusal is recorded with the gate that refused it and why, never silently
+dropped: the student follows its rules faithfully, so a template copied from a field description, a
+fragment of a broken list, a rule that names no label, or a rule that names a group taken from its
+example (the paper's own warning for StereoSet) must stop here; so must text that is not one rule
+(pld_optim/stages/rule_form.py).
 
-Each gate is a plain function of the text and what it is checked against; `check` returns the first
-reason that applies, or None.
+Each gate is a plain function of the text and what it is checked against that returns a reason or None;
+`Gate.check` returns the first refusal as a `Verdict` naming the gate.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from pld_optim.records import Refusal
+from pld_optim.stages.rule_form import (
+    answered_label,  # noqa: F401 - the search's address for it
+    example_pointer,
+    foreign_language,
+    foreign_script,
+    markdown,
+    mentions,  # noqa: F401 - the stages' address for it
+    no_answer,
+    no_condition,
+    no_label,
+    several_answers,
+    several_sentences,
+    tokens,
+    too_long,
+    wrong_label,
+)
 
 # Template placeholders a teacher copied from a prompt: <general cue>, {label}, [LABEL], "X".
 _PLACEHOLDER = re.compile(r"<[^<>\n]{1,40}>|\{[^{}\n]{1,40}\}|\[[A-Z][A-Z _-]{1,29}\]"
@@ -28,12 +49,25 @@ _TEMPLATE_WORDS = {"answer", "label", "labels", "choose", "pick", "select", "cla
 _DANGLING = ("and", "or", "but", "the", "a", "an", "of", "to", "with", "which", "that", "if", "is", "as", "e.g")
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A refusal: the gate that refused the text (what counts and summaries group by) and why (what a
+    reviewer reads)."""
+
+    gate: str
+    reason: str
+
+    def refusal(self, stage: str, source: str, text: str) -> Refusal:
+        return Refusal(stage=stage, source=source, text=text, gate=self.gate, reason=self.reason)
+
+
 @dataclass
 class Gate:
     """What one rule is checked against: the task's labels and text, and the inputs of its examples.
 
     `common_words` are words in many train inputs (boilerplate such as StereoSet's BLANK or a contract's
-    "Agreement"): naming them is not naming an entity from one example.
+    "Agreement"): naming them is not naming an entity from one example. The task's script and language
+    come from its text, its labels and the examples a rule is checked against.
     """
 
     labels: list[str]
@@ -42,15 +76,30 @@ class Gate:
     borrowed: set[str] = field(default_factory=set)  # words of the prompts' worked examples absent from the data
     min_words: int = 5
     max_words: int = 80
+    max_chars: int = 300
 
-    def check(self, text: str, examples: Iterable[str] = (), *, copied_from: Iterable[str] = ()) -> str | None:
-        examples = list(examples)
-        return (placeholder(text) or addresses_model(text) or fragment(text, self.min_words, self.max_words)
-                or loops(text)
-                or copies(text, [self.task_text, *copied_from, *examples])
-                or no_label(text, self.labels) or no_cue(text, self.labels, self.task_text)
-                or names_group(text) or borrows(text, self.borrowed)
-                or names_entity(text, examples, self.labels, self.task_text, self.common_words))
+    def check(self, text: str, examples: Iterable[str] = (), *, copied_from: Iterable[str] = (),
+              label: str | None = None, whose: str = "its") -> Verdict | None:
+        """The first gate that refuses `text`, or None. `label`: the label the rule was asked for (its
+        example's, its cluster's), which it must answer; `whose` names it in the reason."""
+        examples, labels = list(examples), self.labels
+        gates = [partial(placeholder, text), partial(addresses_model, text), partial(markdown, text),
+                 partial(fragment, text, self.min_words, self.max_words), partial(too_long, text, self.max_chars),
+                 partial(several_sentences, text), partial(foreign_script, text, [self.task_text, *labels], examples),
+                 partial(foreign_language, text, [self.task_text, *examples]), partial(loops, text),
+                 partial(copies, text, [self.task_text, *copied_from, *examples]),
+                 partial(several_answers, text, labels), partial(no_label, text, labels),
+                 partial(no_answer, text, labels), partial(no_condition, text, labels),
+                 partial(no_cue, text, labels, self.task_text), partial(example_pointer, text),
+                 partial(names_group, text), partial(borrows, text, self.borrowed),
+                 partial(names_entity, text, examples, labels, self.task_text, self.common_words)]
+        if label is not None:
+            gates.append(partial(wrong_label, text, label, labels, whose))
+        for gate in gates:
+            reason = gate()
+            if reason:
+                return Verdict(gate=gate.func.__name__, reason=reason)
+        return None
 
 
 def placeholder(text: str) -> str | None:
@@ -131,31 +180,6 @@ def loops(text: str, min_words: int = 16, min_distinct: float = 0.45) -> str | N
     return None
 
 
-def _tokens(text: str) -> list[str]:
-    # CamelCase labels (NotMentioned) also match their spaced form ("not mentioned").
-    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text)
-    return re.findall(r"[a-z0-9]+", spaced.lower())
-
-
-def mentions(text: str, label: str) -> bool:
-    words, target = _tokens(text), _tokens(label)
-    joined = "".join(target)
-    n = len(target)
-    return any(words[i:i + n] == target for i in range(len(words) - n + 1)) or joined in words
-
-
-def answered_label(text: str, labels: Sequence[str]) -> str | None:
-    """The label a rule answers: of the labels it names, the one named last ("If ..., answer L.")."""
-    words = _tokens(text)
-    best, where = None, -1
-    for label in labels:
-        target = _tokens(label)
-        hits = [i for i in range(len(words) - len(target) + 1) if words[i:i + len(target)] == target]
-        if hits and hits[-1] > where:
-            best, where = label, hits[-1]
-    return best
-
-
 def borrows(text: str, borrowed: set[str]) -> str | None:
     """A rule that uses a word of the teacher's worked examples (from unrelated tasks) that no train input
     holds was copied from them, not learnt from the data."""
@@ -163,48 +187,22 @@ def borrows(text: str, borrowed: set[str]) -> str | None:
     return f"borrows {found[0]!r} from the teacher's worked examples (an unrelated task)" if found else None
 
 
-def no_label(text: str, labels: list[str]) -> str | None:
-    """A rule decides one label. It may name others ("answer profession, even when the sentence mentions
-    gender, race or religion"), but then it must say which one it answers."""
-    named = [label for label in labels if mentions(text, label)]
-    if not named:
-        return "names no label"
-    if len(labels) >= 3 and len(named) == len(labels) and len(answered_labels(text, labels)) != 1:
-        return "names every label and answers none of them alone, so it decides nothing"
-    return None
-
-
-def answered_labels(text: str, labels: Sequence[str]) -> list[str]:
-    """The labels a rule tells the model to answer: those right after "answer", "choose", "is" and the like."""
-    words = _tokens(text)
-    verbs = {"answer", "answers", "choose", "pick", "select", "output", "return", "is", "be"}
-    found = []
-    for label in labels:
-        target = _tokens(label)
-        for i in range(1, len(words) - len(target) + 1):
-            if words[i:i + len(target)] == target and (words[i - 1] in verbs or words[i - 1] == "the" and i > 1
-                                                        and words[i - 2] in verbs):
-                found.append(label)
-                break
-    return found
-
-
 def no_cue(text: str, labels: list[str], task_text: str = "", min_content: int = 2) -> str | None:
     """A cue is something to look for beyond the label and the task's own words ("The sentence expresses a
     bias type related to religion." restates the task and names a label: no cue)."""
-    known = {w for label in labels for w in _tokens(label)} | set(_tokens(task_text)) | _TEMPLATE_WORDS
-    content = [w for w in _tokens(text) if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in known]
+    known = {w for label in labels for w in tokens(label)} | set(tokens(task_text)) | _TEMPLATE_WORDS
+    content = [w for w in tokens(text) if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in known]
     return None if len(set(content)) >= min_content else "names no cue to look for"
 
 
 def copies(text: str, sources: Iterable[str], threshold: float = 0.8) -> str | None:
     """Most of its content words come from the task description, the prompt it was given, or its example:
     a restatement, not a rule."""
-    words = {w for w in _tokens(text) if len(w) > 3 and w not in ENGLISH_STOP_WORDS}
+    words = {w for w in tokens(text) if len(w) > 3 and w not in ENGLISH_STOP_WORDS}
     if len(words) < 3:
         return None
     for source in sources:
-        if source and len(words & set(_tokens(source))) / len(words) >= threshold:
+        if source and len(words & set(tokens(source))) / len(words) >= threshold:
             return "copies its task, prompt or example instead of stating a rule"
     return None
 
@@ -225,7 +223,7 @@ def names_entity(text: str, examples: Iterable[str], labels: list[str], task_tex
     if not example_words:
         return None
     stems = {_stem(w) for w in example_words if len(w) >= 3}
-    allowed = {w for label in labels for w in _tokens(label)} | set(_tokens(task_text))
+    allowed = {w for label in labels for w in tokens(label)} | set(tokens(task_text))
     for match in re.finditer(r"(?<![.!?:]\s)(?<!^)\b([A-Z][A-Za-z'-]{2,})", text.strip()):
         word = match.group(1)
         if word.lower() in allowed or word.lower() in ENGLISH_STOP_WORDS:

@@ -82,7 +82,7 @@ def merge_clusters(ctx: StageContext, clusters: ClusterResult) -> MergeResult:
             id=f"R{c + 1}", text=variants[0], phrasings=variants[1:1 + n_phrasings + N_MEMBER_VARIANTS],
             cluster_size=len(members), support=[m.example_id for m in mined], label=label,
             rationales=[m.rationale for m in mined[:3] if m.rationale],
-            examples=demo_candidates(mined, ctx.demo_pool, label, ctx.params.n_demo_candidates),
+            examples=demo_candidates(mined, ctx.demo_pool, label, ctx.params.n_demo_candidates), stage="cluster",
             origin="cluster" if good else "cluster (merge failed or refused: most central mined rule)")
         return rule, failed or not good, refused
 
@@ -95,12 +95,10 @@ def merge_clusters(ctx: StageContext, clusters: ClusterResult) -> MergeResult:
 
 
 def _passes(text: str, label: str, examples: list[str], gate: Gate, source: str, refused: list[Refusal]) -> bool:
-    reason = gate.check(text, examples, copied_from=[MergeRules.__doc__])
-    if reason is None and not mentions(text, label):
-        reason = f"does not name its cluster's label {label!r}"
-    if reason:
-        refused.append(Refusal(stage="merge", source=source, text=text, reason=reason))
-    return reason is None
+    verdict = gate.check(text, examples, copied_from=[MergeRules.__doc__], label=label, whose="its cluster's")
+    if verdict:
+        refused.append(verdict.refusal("merge", source, text))
+    return verdict is None
 
 
 def demo_candidates(mined: list[MinedRule], pool: dict[str, DemoExample], label: str, n: int) -> list[DemoExample]:

@@ -19,16 +19,17 @@ compile resumes without paying for the same example twice.
 from __future__ import annotations
 
 import logging
-import re
 
 import dspy
 from dspy.utils.parallelizer import ParallelExecutor
 
+from pld_optim.evaluation.scoring import INVALID
 from pld_optim.evaluation.task import example_id, format_inputs
 from pld_optim.files import JsonlLog
 from pld_optim.records import MinedRule, Refusal, StageResult
 from pld_optim.stages.context import StageContext
-from pld_optim.stages.gates import Gate, mentions
+from pld_optim.stages.gates import Gate
+from pld_optim.stages.rule_form import first_sentence
 from pld_optim.stages.worked_examples import LABEL_DEMOS, MISTAKE_DEMOS
 
 logger = logging.getLogger(__name__)
@@ -71,21 +72,19 @@ class MineResult(StageResult):
     mined: list[MinedRule]
 
     def good(self) -> list[MinedRule]:
-        return [m for m in self.mined if m.error is None]
-
-
-def first_sentence(text: str) -> str:
-    """Small teachers keep writing after the rule ("In this case, ..."); the rule is its first sentence."""
-    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.strip(), maxsplit=1)[0]
+        return [m for m in self.mined if m.ok]
 
 
 def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str, str] | None = None,
          checkpoint: JsonlLog | None = None) -> MineResult:
     """One rule per example. `mistakes` maps example ids to the student's wrong answer: those examples are
-    mined contrastively, the others label-conditioned. A refused rule is kept with its reason."""
+    mined contrastively, the others label-conditioned. A refused rule is kept with its refusal."""
     task, teacher, gate = ctx.task, ctx.teacher, ctx.gate
     mistakes = mistakes or {}
-    done = {m.example_id: m for m in (checkpoint.read() if checkpoint else []) if m.error is None}
+    # Kept rules of an interrupted compile, gated again: an earlier version's checkpoint may hold a rule
+    # today's gates refuse (the gates cost no call).
+    done = {m.example_id: m.model_copy(update={"refusal": _refusal(m, ctx.inputs.get(m.example_id, m.inputs), gate)})
+            for m in (checkpoint.read() if checkpoint else []) if m.ok}
     ids = [example_id(ex, task.input_fields) for ex in examples]
     todo = [ex for ex, eid in zip(examples, ids) if eid not in done]
     if done:
@@ -111,10 +110,10 @@ def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str,
             record.error = f"{type(exc).__name__}: {exc}"[:500]
         else:
             record.rationale = str(out.rationale or "").strip()
+            # Small teachers keep writing after the rule ("In this case, ..."): the rule is its first sentence.
             record.rule = first_sentence(" ".join(str(out.rule or "").split()))
-            reason = _refusal(record.rule, gold, shown, gate) if record.rule else None
-            record.error = reason or (None if record.rule else "teacher returned no rule")
-            record.refused = reason is not None
+            record.refusal = _refusal(record, shown, gate) if record.rule else None
+            record.error = None if record.rule else "teacher returned no rule"
         if checkpoint is not None:
             checkpoint.append(record)
         return record
@@ -125,19 +124,17 @@ def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str,
     results = [done.get(eid) or fresh.get(eid) for eid in ids]
     if any(m is None for m in results):
         raise RuntimeError(f"mine: {sum(m is None for m in results)} examples were not processed (interrupted?)")
-    refusals = [Refusal(stage="mine", source=m.example_id, text=m.rule, reason=m.error) for m in results if m.refused]
-    failures = sum(m.error is not None and not m.refused for m in results)
+    refusals = [m.refusal for m in results if m.refusal is not None]
+    failures = sum(m.error is not None for m in results)
     if failures or refusals:
         logger.warning("mine: %d of %d teacher calls gave no rule, the gates refused %d", failures, len(results),
                        len(refusals))
     return MineResult(mined=results, refusals=refusals, failures=failures)
 
 
-def _refusal(rule: str, gold: str, shown: str, gate: Gate) -> str | None:
-    reason = gate.check(rule, [shown])
-    if not reason and not mentions(rule, gold):
-        reason = f"does not name its example's label {gold!r}"
-    return reason
+def _refusal(mined: MinedRule, shown: str, gate: Gate) -> Refusal | None:
+    verdict = gate.check(mined.rule, [shown], label=mined.gold, whose="its example's")
+    return verdict.refusal("mine", mined.example_id, mined.rule) if verdict else None
 
 
 def contrastive_sample(examples: list[dspy.Example], outcomes: list, labels: list[str], n: int,
@@ -156,7 +153,7 @@ def contrastive_sample(examples: list[dspy.Example], outcomes: list, labels: lis
         if outcome.correct:
             right[outcome.gold].append((examples[k], outcome))
         else:
-            pairs.setdefault((outcome.gold, outcome.pred or "no answer"), []).append((examples[k], outcome))
+            pairs.setdefault((outcome.gold, outcome.pred or INVALID), []).append((examples[k], outcome))
     chosen: dict[str, tuple] = {}
     share = max(1, min(2, n // (2 * len(labels))))
     for label in labels:
@@ -171,5 +168,5 @@ def contrastive_sample(examples: list[dspy.Example], outcomes: list, labels: lis
     rest = [[item for item in right[label] if item[1].example_id not in chosen] for label in labels]
     interleaved = [queue[k] for k in range(max(map(len, rest), default=0)) for queue in rest if k < len(queue)]
     chosen.update((o.example_id, (ex, o)) for ex, o in interleaved[: max(0, n - len(chosen))])
-    mistakes = {eid: o.pred or "no answer" for eid, (_, o) in chosen.items() if not o.correct}
+    mistakes = {eid: o.pred or INVALID for eid, (_, o) in chosen.items() if not o.correct}
     return [ex for ex, _ in chosen.values()], mistakes

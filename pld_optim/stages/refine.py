@@ -22,10 +22,9 @@ from pld_optim.evaluation.scoring import Outcome
 from pld_optim.records import RefineIteration, Refusal, Selection
 from pld_optim.rules import Confusion, Prompt, Rule, prompt_of
 from pld_optim.stages.context import StageContext
-from pld_optim.stages.feedback import RefineResult, confusions, describe
-from pld_optim.stages.gates import mentions
-from pld_optim.stages.mine import first_sentence
+from pld_optim.stages.feedback import RefineResult, describe, frequent_confusions
 from pld_optim.stages.rewrite import rewrite_rules
+from pld_optim.stages.rule_form import first_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def correct_confusions(ctx: StageContext, rules: list[Rule], train: list[dspy.Ex
         outcomes = ctx.scorer.outcomes(illustrated(current, ctx.params.max_demos, ctx.task.label_field), train)
         wrong = sum(not o.correct for o in outcomes)
         history[-1].note += f"; train errors {wrong}/{len(outcomes)}"
-        pairs = confusions(outcomes, min_count=2)[: ctx.params.max_corrections]
+        pairs = frequent_confusions(outcomes, min_count=2)[: ctx.params.max_corrections]
         if not pairs:
             history[-1].note += ", no confusion left"
             break
@@ -112,14 +111,12 @@ def _corrective_rule(ctx: StageContext, current: list[Rule], gold: str, wrong: s
         if out is None:
             return None, refusals
         text = first_sentence(" ".join(str(out.rule or "").split()))
-        reason = (ctx.gate.check(text, shown, copied_from=[CorrectConfusion.__doc__]) if text
-                  else "teacher returned no rule")
-        if reason is None and not mentions(text, gold):
-            reason = f"does not name the correct label {gold!r}"
-        if reason is None:
+        if not text:  # no rule is a failed call, not a refusal: the next rollout may write one
+            continue
+        verdict = ctx.gate.check(text, shown, copied_from=[CorrectConfusion.__doc__], label=gold, whose="the correct")
+        if verdict is None:
             break
-        refusals.append(Refusal(stage="refine", source=source + (f" (attempt {attempt + 1})" if attempt else ""),
-                                text=text, reason=reason))
+        refusals.append(verdict.refusal("refine", source + (f" (attempt {attempt + 1})" if attempt else ""), text))
     else:
         return None, refusals
     ids = [o.example_id for o in failed]
@@ -127,7 +124,7 @@ def _corrective_rule(ctx: StageContext, current: list[Rule], gold: str, wrong: s
                 rationales=[str(out.rationale or "").strip()] if out.rationale else [],
                 corrects=Confusion(gold=gold, predicted=wrong, example_ids=ids),
                 examples=[ctx.demo_pool[i] for i in ids if i in ctx.demo_pool][: ctx.params.n_demo_candidates],
-                origin=f"corrective (refine {iteration}: {gold} answered {wrong})"), refusals
+                stage="corrective", origin=f"corrective (refine {iteration}: {gold} answered {wrong})"), refusals
 
 
 def _ask_for_correction(ctx: StageContext, current: list[Rule], gold: str, wrong: str, failed: list[Outcome],

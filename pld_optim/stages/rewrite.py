@@ -88,9 +88,9 @@ def _revise(ctx: StageContext, rules: list[Rule], failures: str, successes: str,
         raise ValueError(f"revised_rules is a {type(out.revised_rules).__name__}, not a list")
     revised = []
     for text in dict.fromkeys(" ".join(str(t).split()) for t in out.revised_rules if str(t).strip()):
-        reason = ctx.gate.check(text, shown, copied_from=[ResolveConflicts.__doc__])
-        if reason:
-            refusals.append(Refusal(stage="refine", source=f"iteration {iteration}", text=text, reason=reason))
+        verdict = ctx.gate.check(text, shown, copied_from=[ResolveConflicts.__doc__])
+        if verdict:
+            refusals.append(verdict.refusal("refine", f"iteration {iteration}", text))
         else:
             revised.append(text)
     if not revised:
@@ -111,6 +111,7 @@ def carry_provenance(old: list[Rule], revised: list[str], embed, iteration: int)
         out.append(parent.model_copy(update={
             "id": parent.id if unchanged else f"{parent.id}.{iteration}.{i + 1}", "text": text,
             "phrasings": parent.phrasings if unchanged else [], "contribution": None,
+            "stage": parent.stage if unchanged else "rewrite",
             "origin": parent.origin if unchanged else f"refine {iteration} from {parent.id}"}))
     ids = [r.id for r in out]
     for k, r in enumerate(out):  # the same unchanged text twice would give one id twice

@@ -1,6 +1,7 @@
-"""What the round-3 fault tests share: a small CSV task that the scripted teacher and student solve, a YAML
-config for it, and the real CLI run with those scripted LMs in place of the config's models. Import it
-(`from harness import ...`): a conftest.py here would shadow tests/conftest.py, imported as `conftest`.
+"""What the fault tests share: a small CSV task that the scripted teacher and student solve, a YAML config for
+it, the real CLI run with those scripted LMs in place of the config's models, and a scripted Python compile
+into a folder. Import it (`from harness import ...`): a conftest.py here would shadow tests/conftest.py,
+imported as `conftest`.
 
 The config names models `teacher` and `student`; `scripted_cli` makes every command build the scripted LMs
 for them (the CLI's one factory, `lm_from_config`, is replaced in each module that imported it) and turns
@@ -15,10 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dspy
 import pytest
 import yaml
-from conftest import CUES, make_examples, student_respond, teacher_respond
+from conftest import CUES, Classify, make_examples, student_respond, teacher_respond
 
+from pld_optim import PLD
 from pld_optim.testing import scripted_lm
 
 LOCK_HOLDER = ("import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); "
@@ -155,3 +158,14 @@ def compile_pareto_run(tmp_path: Path, n_trials: int) -> tuple[Path, Path]:
     code, _, err = cli("compile", str(config), "--out", str(out))
     assert code == 0, err
     return config, out
+
+
+def compile_into(out: Path, teacher_name: str = "teacher", seed: int = 0, data=None, **kwargs) -> int:
+    """A scripted `PLD(out_dir=out).compile` of the cue task (one cluster, no refinement); the number of calls
+    its teacher took, which is what a resumed or refused run must not spend."""
+    teacher = scripted_lm(teacher_respond, teacher_name)
+    train, dev = data or (make_examples(30), make_examples(12, offset=100))
+    with dspy.context(lm=scripted_lm(student_respond, "student")):
+        PLD(teacher=teacher, n_clusters=1, max_refine_iters=0, out_dir=out, seed=seed, **kwargs).compile(
+            dspy.Predict(Classify), trainset=train, valset=dev)
+    return teacher._engine_spec.calls

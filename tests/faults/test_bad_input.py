@@ -1,4 +1,6 @@
-"""Bad input ends in a clear error naming the file, row, field or setting, before any LM call."""
+"""Bad input ends in a clear error naming the file, row, field or setting, before any LM call: data files,
+configs (an empty section is not read as absent), rules.json, model strings and hosts, splits, and CLI
+arguments that meant something else."""
 
 import json
 import os
@@ -13,6 +15,7 @@ import yaml
 from conftest import Sentiment
 
 from pld_optim import PLD, RuleSet
+from pld_optim.cli import main
 from pld_optim.cli.config import DataConfig, load_config, load_split
 from pld_optim.datasets import DataError, load_contract_nli, load_generic, load_stereoset
 from pld_optim.lm.factory import make_lm
@@ -52,7 +55,7 @@ def stereoset_item(**fields):
 
 CASES = {
     "json: malformed": (lambda t: load_stereoset(write(t, "s.json", '{"data": {"intrasentence": [}')),
-                        r"s\.json: malformed JSON at line 1, column 29"),
+                        r"s\.json: not valid JSON \(line 1, column 29\)"),
     "json: wrong layout": (lambda t: load_stereoset(write(t, "s.json", '{"items": []}')),
                            r"s\.json: expected \{'data'"),
     "jsonl: malformed row": (lambda t: load_generic(write(t, "d.jsonl", '{"text": "a", "label": "pos"}\n{"text": \n'),
@@ -107,6 +110,9 @@ CASES = {
     "config: duplicated key": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text() + "seed: 1\n")),
                                r"c\.yaml: not valid YAML: [\s\S]*the key 'seed' is given twice \(lines "
                                + r"{} and {}\)".format(*_seed_lines())),
+    "config: duplicated nested key": (lambda t: load_config(write(t, "c.yaml", re.sub(
+        r"^(  max_clusters: .*)$", r"\1\n  max_clusters: 3", QUICKSTART.read_text(), count=1, flags=re.M))),
+        r"the key 'max_clusters' is given twice"),  # YAML would silently keep the second value
     "config: not YAML": (lambda t: load_config(write(t, "c.yaml", "data: [unclosed\n")), r"c\.yaml: not valid YAML"),
     "config: fractions": (lambda t: load_config(write(t, "c.yaml", QUICKSTART.read_text().replace(
         "framing: bias_type", "framing: bias_type\n  fractions: [0.5, 0.5, 0.5]"))), r"data\.fractions: .*sum to 1"),
@@ -150,6 +156,43 @@ def test_rules_json_format_version_1_still_loads(tmp_path):
     assert RuleSet.load(rules_file(tmp_path, format_version=1)).format_version == 1
 
 
+def test_cli_arguments_that_meant_something_else(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(QUICKSTART), "--program", "none", "--limit", "0"])
+    assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["compile", str(QUICKSTART), "--out", str(blocker / "run"), "--dry-run"]) == 2
+    assert f"{blocker} is a file, not a folder" in capsys.readouterr().err
+
+    other = dspy.Predict("premise, hypothesis -> answer")
+    other.save(str(tmp_path / "other.json"))
+    assert main(["evaluate", str(QUICKSTART), "--program", str(tmp_path / "other.json")]) == 2
+    assert "compiled for another task" in capsys.readouterr().err
+
+    for argv, message in ((["compare", str(QUICKSTART), "--out", str(tmp_path / "c"), "--seeds", "0,a"],
+                           "expected a whole number, got 'a'"),
+                          (["compare", str(QUICKSTART), "--out", str(tmp_path / "c"), "--optimizers", "pld,textgrad"],
+                           "unknown optimizer(s) ['textgrad']")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--dry-run"])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_empty_yaml_section_is_not_read_as_absent(tmp_path):
+    text = QUICKSTART.read_text()
+    head, _, tail = text.partition("search:\n")
+    body = "".join(line + "\n" for line in tail.splitlines() if not line.startswith("  "))
+    path = tmp_path / "c.yaml"
+    path.write_text(head + "search:\n" + body)  # the key is there, its settings deleted
+    with pytest.raises(ValueError, match=r"search: the section is empty; write `search: \{\}`"):
+        load_config(path)
+    path.write_text(head + "search: {}\n" + body)
+    assert load_config(path).search is not None
+
+
 def _never_called(*args):
     raise AssertionError("an LM was called before the input was checked")
 
@@ -177,13 +220,6 @@ def test_bad_splits_fail_before_any_lm_call(train, dev, message):
             PLD(teacher=teacher).compile(dspy.Predict(Sentiment), trainset=train, valset=dev)
 
 
-def test_allow_overlap_goes_on_and_records_the_overlap():
-    train = [dspy.Example(id="1", text="a b", label="pos"), dspy.Example(id="2", text="c", label="neg")]
-    dev = [dspy.Example(id="9", text="a b", label="pos")]
-    run = PLD(allow_overlap=True).prepare(dspy.Predict(Sentiment), train, dev)
-    assert run.overlap == {"train/dev": 1} and len(run.dev) == 1
-
-
 def _cli(*args):
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     return subprocess.run([sys.executable, "-m", "pld_optim", *args], capture_output=True, text=True, env=env,
@@ -204,12 +240,6 @@ def test_pickled_programs_are_refused(tmp_path):
     pkl = write(tmp_path, "program.pkl", b"\x80\x04K\x01.")
     result = _cli("evaluate", "quickstart", "--program", str(pkl), "--limit", "1")
     assert result.returncode == 2 and "pickled programs can run code and are refused" in result.stderr
-
-
-def test_loaders_accept_what_a_config_accepts():
-    """`package:` worked in YAML only; from Python the loader said "StereoSet not found"."""
-    rows = load_stereoset("package:stereoset_excerpt.json", split="train")
-    assert rows and {r.label for r in rows} == {"gender", "profession", "race", "religion"}
 
 
 def test_help_lists_every_command():

@@ -5,16 +5,13 @@ finishes with a failure count.
 """
 
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import dspy
 import pytest
 
 pytest.importorskip("llama_cpp")
-sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from conftest import Classify, stage_context  # noqa: E402
 from ollama_server import OllamaStub  # noqa: E402
