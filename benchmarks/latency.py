@@ -24,7 +24,7 @@ from pld_optim.cli.config import load_config
 from pld_optim.datasets.tasks import build_program, load_split
 from pld_optim.lm.adapter import LabelAdapter
 from pld_optim.lm.factory import engine_of, make_lm
-from pld_optim.program import apply_rules
+from pld_optim.plan import apply_rules
 from pld_optim.rules import RuleSet, render_instructions
 
 

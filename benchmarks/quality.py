@@ -62,10 +62,10 @@ def main() -> None:
         for r in rows:
             gap = f"{diff[0]:+.3f} to {diff[1]:+.3f}" if r["optimizer"] == "pld" and diff else ""
             print(f"| {name} | {r['optimizer']}{' (failed)' if r['errors'] else ''} | {r['macro_f1']:.3f} | "
-                  f"{r['ci'][0]:.3f}–{r['ci'][1]:.3f} | {gap} | {r['accuracy']:.3f} | {r['compile_calls']:.0f} | "
+                  f"{r['ci'][0]:.3f}–{r['ci'][1]:.3f} | {gap} | {r['accuracy']:.3f} | {r['lm_calls']:.0f} | "
                   f"{r['compile_seconds']:.0f} |", flush=True)
             summary[cfg.name][r["optimizer"]] = {"macro_f1": round(r["macro_f1"], 4),
-                                                 "compile_lm_calls": int(r["compile_calls"])}
+                                                 "compile_lm_calls": int(r["lm_calls"])}
     print(json.dumps(summary))
 
 

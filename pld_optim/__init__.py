@@ -8,7 +8,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from pld_optim.evaluation.scorer import Scorer  # noqa: E402
 from pld_optim.evaluation.scoring import Score, run_student, score_outcomes  # noqa: E402
 from pld_optim.lm.adapter import LabelAdapter  # noqa: E402
-from pld_optim.program import apply_rules  # noqa: E402
+from pld_optim.plan import apply_rules  # noqa: E402
 from pld_optim.records import MinedRule  # noqa: E402
 from pld_optim.rules import Prompt, Rule, RuleSet  # noqa: E402
 from pld_optim.run.folder import RunFolder  # noqa: E402

@@ -77,7 +77,3 @@ def with_rule_set(program: dspy.Module, rules: RuleSet) -> dspy.Module:
     return with_rules(program, rules.predictor, rules.base_instructions, rules.prompt(), rules.label_field,
                       rules.preamble)
 
-
-# The unchecked name, until pld_optim/__init__.py and pld_optim/cli/folder.py import
-# pld_optim.plan.apply_rules; then delete this line.
-apply_rules = with_rule_set

@@ -62,7 +62,8 @@ def _add_compile(sub) -> None:
     c.add_argument("--fresh", action="store_true",
                    help="after every check passes, and holding the folder's lock, remove what an earlier compile wrote "
                         "to --out and start over: only in a folder whose fingerprint.json shows a compile wrote it "
-                        "(not a compare folder or its pld-seed<N>/), only the files a compile writes, in cache/ only "
+                        "(not a compare folder, nor an optimizer's <name>-seed<N>/ in one, e.g. pld-seed0/ or "
+                        "pld-rules-only-seed0/), only the files a compile writes, in cache/ only "
                         "DSPy's cache files, and never a file edited by hand (refused: move it away or delete it)")
     c.set_defaults(func=_compile)
 
@@ -110,7 +111,7 @@ def _add_compare(sub) -> None:
     m.add_argument("config")
     m.add_argument("--optimizers", type=optimizer_list, default=optimizer_list(DEFAULT_OPTIMIZERS),
                    help="comma-separated, or 'all': zero-shot, cot, bootstrap-fewshot, infer-rules, "
-                        "infer-rules-0shot, miprov2, miprov2-0shot, copro, gepa, simba, pld")
+                        "infer-rules-0shot, miprov2, miprov2-0shot, copro, gepa, simba, pld, pld-rules-only")
     m.add_argument("--out", required=True)
     m.add_argument("--seeds", type=seeds, default=[0], help="comma-separated, e.g. 0,1,2")
     m.add_argument("--budget", choices=["small", "light"], default="small",

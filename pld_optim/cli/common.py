@@ -11,7 +11,7 @@ from pld_optim.cli.config import ModelConfig, RunConfig
 from pld_optim.evaluation.scoring import Outcome, Score, check_valid
 from pld_optim.lm.factory import make_lm
 from pld_optim.lm.ollama import preflight_all
-from pld_optim.run.folder import check_cache
+from pld_optim.run.cache import check_cache
 
 
 def lm_from_config(cfg: ModelConfig, *, max_tokens: int | None = None, **extra) -> dspy.BaseLM:

@@ -1,7 +1,11 @@
 """`pld-optim compare`: every optimizer on the same student, teacher, splits and seeds.
 
-Everything a dry run can check is checked before any LM call: the data and the overlap of its splits, the
-models, the folder (its owner, its lock, its cache) and whether it holds results of another setup. The
+Everything a dry run can check is checked before any LM call: the data and the overlap of its splits, a test
+split the bootstrap interval can be computed on (at least two examples; else every compile would be paid
+and the first interval would fail), the models, the folder (its owner, its lock, its cache) and whether it
+holds results of another setup. What the figures stand on is said before anything is spent (a warning for
+a label absent from train or dev, or too few dev examples of one) and in compare.md (the test examples and
+the labels no test example has, which no macro F1 counts). The
 folder's fingerprint.json records the setup (data, models, budget, pld: and search: sections): a rerun
 with the same setup resumes (finished optimizer runs are kept), another setup is refused, never mixed in.
 """
@@ -16,6 +20,7 @@ from pld_optim.cli.config import RunConfig, build_program, load_config, load_spl
 from pld_optim.compare import Setup, render_html, render_markdown, run_compare, summarize
 from pld_optim.compare.registry import PEER_TEACHER_MAX_TOKENS, random_search_candidates
 from pld_optim.datasets.sampling import data_digest
+from pld_optim.evaluation.coverage import check_test, stands_on, warn_coverage
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.task import example_id, overlap, resolve_task
 from pld_optim.files import atomic_write_text
@@ -42,6 +47,8 @@ def compare_cmd(args) -> int:
     task = resolve_task(program)
     splits, shared = _checked_splits(cfg, task.input_fields)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
+    tested = check_test(test, task, "compare")  # before the models: a one-example test split costs nothing
+    warn_coverage(train, dev, task, "compare")  # every optimizer learns and chooses on these two
     student, teacher = lm_from_config(cfg.student), lm_from_config(cfg.teacher)  # bad model strings fail now
     fingerprint = setup_fingerprint(cfg, splits, task.input_fields, args.budget)
     folder.check_fingerprint(fingerprint)  # results of another setup are refused, in a dry run too
@@ -74,6 +81,7 @@ def compare_cmd(args) -> int:
         rows = summarize(results, out, task.labels)
         context = {"config": args.config, "student": cfg.student.model, "teacher": cfg.teacher.model,
                    "data": f"{len(train)} train / {len(dev)} dev / {len(test)} test", "seeds": args.seeds,
+                   "test figures stand on": stands_on(tested.support),
                    "budget": args.budget, "peers' teacher max_tokens": max(cfg.teacher.max_tokens or 0,
                                                                            PEER_TEACHER_MAX_TOKENS),
                    **({"bootstrap-rs candidate programs (PLD's search budget)": random_search_candidates(

@@ -8,7 +8,9 @@ optimizer's calls are free because another one made them first. Each compiled pr
 split with the cache off: macro F1 with a bootstrap interval, per-class F1, accuracy, latency and output
 tokens per example, and prompt tokens per call. Every (optimizer, seed) result is saved as it finishes, so a
 rerun skips what is done (a run that failed is run again). A difference whose paired-bootstrap interval
-contains zero is reported as none.
+contains zero is reported as none. A test split no interval can be computed on (one example) is refused
+before the first compile; a declared label no test example has is left out of every macro and shown as
+absent (`labels_absent`), never as an F1 of 0.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 
 from pld_optim.compare.cache import own_cache
 from pld_optim.compare.registry import ALL, Setup, optimizers
+from pld_optim.evaluation.coverage import check_test
 from pld_optim.evaluation.scoring import Outcome, run_student, score_outcomes
 from pld_optim.evaluation.stats import macro_f1_interval, paired_difference
 from pld_optim.evaluation.task import Task, resolve_task
@@ -55,12 +58,18 @@ class RunResult(BaseModel):
 
 
 def run_compare(setup: Setup, names: list[str], out: Path) -> list[RunResult]:
+    """Each optimizer in `names` on `setup`, its result saved in `out` as it finishes (a rerun skips it).
+
+    Checked first, before any LM call: the names, and a test split each result's bootstrap interval can be
+    computed on (else every compile would be paid and the first interval would fail). The labels no test
+    example has are not warned about here (once per seed would repeat it); the summary rows name them."""
     unknown = [o for o in names if o not in ALL]
     if unknown:
         raise ValueError(f"unknown optimizer(s) {unknown}; choose from {ALL}")
+    task = resolve_task(setup.program)
+    check_test(setup.test, task, "compare", fix="give Setup.test more examples", warn=False)
     out.mkdir(parents=True, exist_ok=True)
     setup = setup.model_copy(update={"out": out})
-    task = resolve_task(setup.program)
     results = []
     for name in names:
         path = out / f"{name}-seed{setup.seed}.json"
@@ -153,15 +162,24 @@ def load_outcomes(out: Path, name: str, seed: int) -> list[Outcome]:
 
 
 def summarize(results: list[RunResult], out: Path, labels: list[str]) -> list[dict]:
-    """One row per optimizer: mean over seeds, seed spread, CI, and the verdict against zero-shot."""
+    """One row per optimizer: mean over seeds, seed spread, CI, and the verdict against zero-shot.
+
+    A result's `per_class_f1` holds the labels its test gold contains (`Score.per_class_f1`); every result
+    is scored on the one test split, so a label one of them lacks is absent from the split. Each row's
+    `per_class_f1` holds the labels present, in declared order, and `labels_absent` the others, so no table
+    shows an F1 for a label nothing measured (compare.md's per-class columns are the present labels; its
+    header says which labels the test split lacks)."""
     by_name: dict[str, list[RunResult]] = {}
     for r in results:
         by_name.setdefault(r.optimizer, []).append(r)
-    return [_row(name, runs, "zero-shot" in by_name and name != "zero-shot", out, labels)
+    absent = [k for k in labels if any(k not in r.per_class_f1 for r in results)]
+    present = [k for k in labels if k not in absent]
+    return [_row(name, runs, "zero-shot" in by_name and name != "zero-shot", out, labels, present, absent)
             for name, runs in by_name.items()]
 
 
-def _row(name: str, runs: list[RunResult], against_zero_shot: bool, out: Path, labels: list[str]) -> dict:
+def _row(name: str, runs: list[RunResult], against_zero_shot: bool, out: Path, labels: list[str],
+         present: list[str], absent: list[str]) -> dict:
     f1s = [r.macro_f1 for r in runs]
     verdict = ""
     if against_zero_shot:
@@ -180,10 +198,15 @@ def _row(name: str, runs: list[RunResult], against_zero_shot: bool, out: Path, l
         "vs_zero_shot": verdict, "latency_s": statistics.mean(r.latency_s for r in runs),
         "output_tokens": statistics.mean(r.output_tokens for r in runs),
         "prompt_tokens": statistics.mean(r.prompt_tokens for r in runs),
+        # Every call the compile made (student + teacher), and those of them that reached a model (billed:
+        # the cache answered the rest). "compile_calls" is the billed count under its old name, which
+        # run/tracking.py and benchmarks/quality.py still read.
+        "lm_calls": first.lm_calls, "billed_calls": first.lm_calls - first.cache_hits,
         "compile_calls": first.lm_calls - first.cache_hits, "cache_hits": first.cache_hits,
         "compile_tokens": first.prompt_tokens + first.completion_tokens,
         "student_calls": runs[0].student_calls, "teacher_calls": runs[0].teacher_calls,
         "compile_seconds": runs[0].compile_seconds,
-        "per_class_f1": {k: statistics.mean(r.per_class_f1[k] for r in runs) for k in labels},
+        "per_class_f1": {k: statistics.mean(r.per_class_f1[k] for r in runs) for k in present},
+        "labels_absent": absent,
         "errors": [r.error for r in runs if r.error],
     }

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
 # DSPy's disk cache (a diskcache.FanoutCache): shards 000..015, each a SQLite file (and its journal) and, for
 # large values, files under two levels of two-hex-digit folders.
 _CACHE_FILE = re.compile(r"(?:\d{3}/)?(?:cache\.db(?:-wal|-shm|-journal)?|[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]+\.val)")
+# `pragma quick_check` lists at most this many problems: the first ones name a shard's damage well enough.
+QUICK_CHECK_ROWS = 3
 
 
 def resume_hint() -> str:
@@ -58,8 +61,10 @@ def clear_cache(folder: Path) -> list[str]:
 
 def check_cache(folder: Path) -> None:
     """DSPy reads its disk cache quietly: a corrupted shard would turn every cached answer into a new paid
-    call. Read every shard once (DSPy's layout: a 16-shard diskcache.FanoutCache), without creating any.
-    A shard that cannot be opened (permissions, a read-only place) is named as such, not as corrupted."""
+    call. Read every shard once (DSPy's layout: a 16-shard diskcache.FanoutCache), without creating any, and
+    run SQLite's quick_check on it (it reports damaged pages as rows, not as an error); a corrupted shard is
+    named by its path in the cache (003/cache.db). A shard that cannot be opened (permissions, a read-only
+    place) is named as such, not as corrupted."""
     import sqlite3
 
     folder = Path(folder)
@@ -72,21 +77,29 @@ def check_cache(folder: Path) -> None:
                          "or use another --out")
     shards = sorted(folder.glob("*/cache.db")) + sorted(folder.glob("cache.db"))
     for shard in shards:
+        name = shard.relative_to(folder).as_posix()  # 003/cache.db: every shard's file is called cache.db
         if not os.access(shard, os.R_OK | os.W_OK):
             raise ValueError(f"the LM cache shard {shard} is not readable and writable by this user; fix its "
                              "permissions or use another --out")
         if not shard.is_file():
             raise ValueError(f"the LM cache shard {shard} is not a file; move it away or use another --out")
         try:
-            with sqlite3.connect(f"file:{quote(str(shard))}?mode=ro", uri=True) as connection:
+            with closing(sqlite3.connect(f"file:{quote(str(shard))}?mode=ro", uri=True)) as connection:
                 connection.execute("select count(*) from sqlite_master").fetchone()
-                connection.execute("pragma quick_check").fetchone()
+                # Page corruption is reported as rows, not raised: the first is 'ok' only for a sound file.
+                found = [row[0] for row in connection.execute(f"pragma quick_check({QUICK_CHECK_ROWS})")]
         except sqlite3.OperationalError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc):
-                raise ValueError(f"the LM cache {folder} is corrupted ({shard.name}: {exc}); remove it "
-                                 f"(rm -r {folder}) and rerun: the calls it held are made again") from None
+                raise ValueError(_corrupted(folder, name, str(exc))) from None
             raise ValueError(f"the LM cache shard {shard} cannot be opened ({exc}); check that this user may "
                              "read and write it and its folder (a read-only disk?), or use another --out") from None
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"the LM cache {folder} is corrupted ({shard.name}: {exc}); remove it "
-                             f"(rm -r {folder}) and rerun: the calls it held are made again") from None
+            raise ValueError(_corrupted(folder, name, str(exc))) from None
+        if found[:1] != ["ok"]:
+            raise ValueError(_corrupted(folder, name, "; ".join(" ".join(str(f).split()) for f in found)
+                                        or "quick_check returned nothing"))
+
+
+def _corrupted(folder: Path, shard: str, reason: str) -> str:
+    return (f"the LM cache {folder} is corrupted ({shard}: {reason}); remove it (rm -r {folder}) and rerun: the "
+            "calls it held are made again")

@@ -14,8 +14,10 @@ compile stopped), so the folder must prove it is the *same* run:
 - `.pld.written.json` records what each command wrote (pld_optim.run.written): an artifact a person edited
   since (the README invites editing rules.json) is never replaced or removed, and a rules.json that pick or
   ablate wrote is not undone by a compile. Each refusal names the file and how to keep or discard it.
-- A folder `pld-optim compare` wrote (its fingerprint says so, or it is a compare's pld-seed<N>/) is that
-  command's: a compile there is refused, and `--fresh` removes nothing from it.
+- A folder `pld-optim compare` wrote (its fingerprint says so) is that command's, and so is each optimizer's
+  sub-run in it, `<optimizer>-seed<N>/` (pld-seed0/, pld-rules-only-seed0/, ...; `SUB_RUN`), whether it exists
+  yet or not: a compile there is refused (only the compare holding the compare folder compiles into it), and
+  `--fresh` removes nothing from either.
 - The artifacts are rendered first, then written to temporary files, then moved into place together: a
   rendering error or a full disk changes none of them, leaves no temporary file, and says so.
 """
@@ -26,6 +28,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +38,7 @@ import filelock
 from pld_optim.files import FileFormatError, JsonlLog, Staged, WriteError, atomic_write_text, read_json
 from pld_optim.records import MinedRule
 from pld_optim.run.artifacts import render_artifacts
-from pld_optim.run.cache import check_cache, clear_cache, foreign_in_cache, resume_hint  # noqa: F401 - check_cache
+from pld_optim.run.cache import clear_cache, foreign_in_cache, resume_hint
 from pld_optim.run.fingerprint import differences
 from pld_optim.run.written import CARRIES, Written, command_of, edited_message, owner_message, written_by_message
 
@@ -50,9 +53,11 @@ ARTIFACTS = ("program.json", "rules.json", "system_prompt.txt", "report.md", "re
 # What a compile writes: `--fresh` removes exactly these, and only from a folder a compile wrote.
 RUN_FILES = (FINGERPRINT, MINED, "study.db", CACHE, *ARTIFACTS, "search_optimization_history.html",
              "search_param_importances.html", "search_pareto_front.html")
-# What `pld-optim compare` writes to its --out (each optimizer's compiled PLD run goes in pld-seed<N>/).
-COMPARE_FILES = (FINGERPRINT, CACHE, "compare.md", "compare.html", "*-seed*.json", "*-seed*.outcomes.jsonl",
-                 "pld-seed*")
+# What `pld-optim compare` writes to its --out: per optimizer and seed <name>-seed<N>.json, .program.json and
+# .outcomes.jsonl, and for each PLD optimizer (pld, pld-rules-only) its compiled run's folder <name>-seed<N>/.
+COMPARE_FILES = (FINGERPRINT, CACHE, "compare.md", "compare.html", "*-seed[0-9]*")
+# The name of an optimizer's sub-run folder in a compare folder (any optimizer's, so a new one is covered).
+SUB_RUN = re.compile(r".+-seed\d+")
 
 
 class RunFolder:
@@ -90,15 +95,16 @@ class RunFolder:
 
     def read_mined(self) -> dict[str, MinedRule]:
         """mined.jsonl's kept rules by example id (a refused or failed example is redone on resume)."""
-        return {m.example_id: m for m in self.mined_log().read() if m.ok}
+        latest = {m.example_id: m for m in self.mined_log().read()}  # a re-mined example's last line counts
+        return {eid: m for eid, m in latest.items() if m.ok}
 
     def check(self, what: str = "--out") -> None:
         """Before any LM call, creating nothing: a folder under a file, a dangling link, a read-only place, a
         folder another command's run is in, an artifact a person edited, or a folder that holds someone
         else's files under the names this command writes fails now (in a dry run too)."""
         _check_place(self.path, what)
+        self._refuse_other_owner(what)  # a compare's sub-run, even one not written yet, is refused here too
         if (self.path / FINGERPRINT).exists():
-            self._refuse_other_owner(what)
             if self.command == "compile":
                 self.check_replaceable("compile", what=what)
             return
@@ -120,18 +126,28 @@ class RunFolder:
         if writer not in (None, "compile") and (self.path / "rules.json").is_file():
             raise ValueError(written_by_message(what or command, self.path, writer))
 
-    def _refuse_other_owner(self, what: str, within: bool = False) -> None:
-        """`within`: also a compile folder that is part of a compare run (--fresh must not clear it)."""
-        owner, parent = self._owner(within)
+    def _refuse_other_owner(self, what: str, removing: bool = False) -> None:
+        """Refuse a folder another command wrote, or a compare's sub-run; `removing` (--fresh): that sub-run
+        even for the compare that holds it (compare never clears one)."""
+        owner, parent = self._owner(removing)
         if owner is not None and owner != self.command:
             raise ValueError(owner_message(what, self.path, owner, self.command, parent))
 
-    def _owner(self, within: bool) -> tuple[str | None, Path | None]:
-        if within and fnmatch.fnmatchcase(self.path.name, "pld-seed*"):
-            parent = self.path.resolve().parent
-            if command_of(parent / FINGERPRINT) == "compare":
-                return "compare", parent
+    def _owner(self, removing: bool) -> tuple[str | None, Path | None]:
+        """The command that owns the folder, and the compare folder it is a sub-run of (else None). A sub-run
+        is compare's unless this process is the compare writing it (it holds the compare folder)."""
+        parent = self._compare_parent()
+        if parent is not None and (removing or not _lock(parent).is_locked):
+            return "compare", parent
         return command_of(self.path / FINGERPRINT), None
+
+    def _compare_parent(self) -> Path | None:
+        """The compare folder this folder is an optimizer's sub-run of: named `<optimizer>-seed<N>` (`SUB_RUN`),
+        in a folder whose fingerprint names compare. Its name in that folder, not where a link points, counts."""
+        if not SUB_RUN.fullmatch(self.path.name):
+            return None
+        parent = self.path.absolute().parent
+        return parent if command_of(parent / FINGERPRINT) == "compare" else None
 
     def _not_ours(self, names: list[str]) -> str:
         return (f"it has no {FINGERPRINT}, so no pld-optim run wrote it, yet it holds {', '.join(names)}, "
@@ -154,7 +170,7 @@ class RunFolder:
     def writing(self, create: bool = True):
         """Held while a command writes the folder; re-entrant within one process (the CLI holds it around
         PLD.compile, which takes it too). `create=False`: the folder must exist (pick, ablate, report)."""
-        lock = filelock.FileLock(self.path / LOCK, timeout=0, is_singleton=True)
+        lock = _lock(self.path)
         if lock.is_locked and not self.path.is_dir():
             raise FileNotFoundError(f"{self.path} no longer exists: it was removed while this command was writing "
                                     f"it, with its fingerprint and anything else in it. Nothing more was written. "
@@ -176,9 +192,9 @@ class RunFolder:
     def check_fingerprint(self, fingerprint: dict) -> bool:
         """Read-only (a dry run may call it): True when the folder holds this run, False when it holds none
         yet; a different run, or another command's, is an error naming what differs."""
+        self._refuse_other_owner("")
         if not (self.path / FINGERPRINT).exists():
             return False
-        self._refuse_other_owner("")
         diffs = differences(self._fingerprint(), fingerprint)
         if diffs:
             raise ValueError(f"{self.path} holds another run ({'; '.join(diffs)}): resuming would mix the "
@@ -212,23 +228,22 @@ class RunFolder:
     def _fresh_hint(self) -> str:
         if self.written != RUN_FILES:  # compare has no --fresh
             return "Choose a new --out, or remove that folder to start over."
-        if self._owner(within=True)[0] == "compare":
+        if self._owner(removing=True)[0] == "compare":
             return "Choose another folder: this one belongs to a `pld-optim compare` run."
         return (f"Start over in that folder with `--fresh` (Python: RunFolder({str(self.path)!r}).clear()), "
                 "or choose a new folder.")
 
     def clear(self) -> list[str]:
         """Remove what a compile wrote (RUN_FILES) and nothing else, holding the folder's lock; only from a
-        folder whose fingerprint shows a compile wrote it (not compare, nor a compare's pld-seed<N>/), and
-        never an artifact a person edited. In `cache/`, only DSPy's cache files go: anything else there is
-        kept (and named in a warning). Returns the names removed."""
+        folder whose fingerprint shows a compile wrote it (not compare, nor an optimizer's sub-run in a compare
+        folder, `<optimizer>-seed<N>/`), and never an artifact a person edited. In `cache/`, only DSPy's cache
+        files go: anything else there is kept (and named in a warning). Returns the names removed."""
         if not self.path.exists():
             return []
         present = self._present()
         if present and not (self.path / FINGERPRINT).exists():
             raise ValueError(f"--fresh: {self.path}: {self._not_ours(present)}")
-        if present:
-            self._refuse_other_owner("--fresh:", within=True)
+        self._refuse_other_owner("--fresh:", removing=True)  # a compare's sub-run, even an empty one
         with self.writing():
             if present:
                 self._fingerprint()  # a file that is not ours under that name: refuse rather than delete
@@ -279,6 +294,12 @@ class RunFolder:
                 changed = f"Of {self.path}, only {moved} was replaced" if moved else \
                     f"Nothing in {self.path} was changed"
                 raise WriteError(exc.filename, exc.__cause__ or exc, f"{changed}. {resume_hint()}") from exc
+
+
+def _lock(folder: Path) -> filelock.FileLock:
+    """The folder's lock: one object per folder in this process (filelock's singleton), so whether this process
+    holds a folder (a compare compiling into its sub-run) is the lock's own `is_locked`."""
+    return filelock.FileLock(folder.resolve() / LOCK, timeout=0, is_singleton=True)
 
 
 def _check_place(path: Path, what: str) -> None:

@@ -10,10 +10,7 @@ teacher text is escaped.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pld_optim.evaluation.scoring import INVALID
-from pld_optim.files import atomic_write_text
 from pld_optim.records import MinedRule
 from pld_optim.rules import Rule, RuleSet
 from pld_optim.run.report import active_rules, stale_score
@@ -124,8 +121,3 @@ def review_page(rules: RuleSet, *, mined: list[MinedRule] | None = None, context
     data = review_data(rules, mined)
     return render("review.html.j2", title=title, context=context or {}, plotlyjs=get_plotlyjs(),
                   figures=_figures(rules, data["active"]), **data)
-
-
-def render_review(rules: RuleSet, path: Path, *, mined: list[MinedRule] | None = None,
-                  context: dict | None = None, title: str = "PLD rule review") -> None:
-    atomic_write_text(path, review_page(rules, mined=mined, context=context, title=title))

@@ -225,7 +225,8 @@ def compare_metrics(row: dict) -> dict[str, float]:
     metrics = {"test_macro_f1": row["macro_f1"], "test_macro_f1.ci_low": row["ci"][0],
                "test_macro_f1.ci_high": row["ci"][1], "accuracy": row["accuracy"], "latency_s": row["latency_s"],
                "output_tokens": row["output_tokens"], "prompt_tokens": row["prompt_tokens"],
-               "compile.lm_calls": row["compile_calls"], "compile.tokens": row["compile_tokens"],
+               "compile.lm_calls": row["lm_calls"], "compile.billed_calls": row["billed_calls"],
+               "compile.tokens": row["compile_tokens"],
                "compile.seconds": row["compile_seconds"]}
     metrics.update({_key(f"f1.{label}"): value for label, value in row["per_class_f1"].items()})
     return {k: float(v) for k, v in metrics.items()}

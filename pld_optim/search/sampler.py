@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pld_optim.records import Selection
 from pld_optim.search.space import Space
-from pld_optim.stages.gates import answered_label
+from pld_optim.stages.rule_form import answered_label
 
 Key = tuple[tuple[str, int, tuple[int, ...]], ...]  # a prompt: (rule id, wording, demos shown) in order
 Move = tuple  # ("drop", id) | ("add", id) | ("variant", id, from, to) | ("front", id, to) | ("demo", id, j)

@@ -30,6 +30,7 @@ from pld_optim.search.config import SearchConfig
 
 if TYPE_CHECKING:
     from pld_optim.evaluation.scorer import Scorer
+    from pld_optim.evaluation.task import Task
 
 
 def study_name_for(rules: list[Rule], name: str | None, setup: dict | None = None) -> str:
@@ -41,13 +42,26 @@ def study_name_for(rules: list[Rule], name: str | None, setup: dict | None = Non
     return f"{name or 'pld'}-{hashlib.sha1(chr(10).join(parts).encode()).hexdigest()[:10]}"
 
 
+def task_identity(task: Task, adapter: dspy.Adapter) -> dict:
+    """What of the user's task changes every answer, as both the run folder's fingerprint and the study's name
+    key it: the predictor, its instructions (the base ones: a compiled program is compiled from those), its
+    input fields in order, every field's description (ChainOfThought's reasoning field among them), the label
+    field, the labels, and the adapter that renders the prompt. Plain values, so a refusal can name which one
+    was edited."""
+    signature = task.signature
+    return {"predictor": task.predictor_name, "instructions": signature.instructions,
+            "input_fields": list(task.input_fields),
+            "fields": {name: (field.json_schema_extra or {}).get("desc") for name, field in signature.fields.items()},
+            "label_field": task.label_field, "labels": list(task.labels), "adapter": type(adapter).__name__}
+
+
 def search_setup(scorer: Scorer, dev: list[dspy.Example], config: SearchConfig, *, max_demos: int,
                  demo_field: str) -> dict:
     """Everything besides the rules that changes what a trial scores: the student (`lm_identity`), the dev
-    data (ids and gold labels, as the folder's fingerprint has them), the task and the prompt without rules
-    (base instructions, adapter, labels), the search settings the fingerprint keeps (budget, minibatch,
-    objectives), the demo cap and the counter that measures the budget. Not the seed: it steers only which
-    points are proposed, so workers with their own sampler seeds still share the study."""
+    data (ids and gold labels, as the folder's fingerprint has them), the task (`task_identity`, as the
+    fingerprint has it) and the prompt without rules, the search settings the fingerprint keeps (budget,
+    minibatch, objectives), the demo cap and the counter that measures the budget. Not the seed: it steers
+    only which points are proposed, so workers with their own sampler seeds still share the study."""
     task = scorer.task
     ids = [example_id(ex, task.input_fields) for ex in dev]
 
@@ -55,8 +69,7 @@ def search_setup(scorer: Scorer, dev: list[dspy.Example], config: SearchConfig, 
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     return {"student": lm_identity(scorer.student_lm), "dev": data_digest(dev, ids, task.label_field),
-            "task": {"predictor": task.predictor_name, "labels": task.labels, "label_field": task.label_field,
-                     "demo_field": demo_field, "adapter": type(scorer.adapter).__name__,
+            "task": {**task_identity(task, scorer.adapter), "demo_field": demo_field,
                      "bare_prompt": digest(scorer.system_prompt(Prompt())), "preamble": digest(scorer.preamble)},
             "search": config.model_dump(exclude=neutral_names(SearchConfig)), "max_demos": max_demos,
             "token_counter": scorer.token_counter.name}

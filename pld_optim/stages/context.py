@@ -1,6 +1,6 @@
-"""What every stage of one compile shares, built once by PLD's prepare step; and the checks that hold text
-the teacher did not write (train rows shown as worked examples, rules a reviewer edited) to the gates that
-teacher text passes."""
+"""What every stage of one compile shares, built once per compile when PLD runs it (`PLD._execute`, through
+`PLD._context`); and the checks that hold text the teacher did not write (train rows shown as worked examples,
+rules a reviewer edited) to the gates that teacher text passes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import dspy
 import numpy as np
@@ -18,18 +17,7 @@ from pld_optim.evaluation.task import Task, example_id, format_inputs
 from pld_optim.params import PLDParams
 from pld_optim.records import Refusal
 from pld_optim.rules import DemoExample
-from pld_optim.stages.gates import (
-    Gate,
-    Verdict,
-    addresses_model,
-    common_words,
-    markdown,
-    no_answer,
-    no_cue,
-    no_label,
-    placeholder,
-    several_answers,
-)
+from pld_optim.stages.gates import Gate, Verdict, addresses_model, common_words
 from pld_optim.stages.worked_examples import vocabulary
 
 logger = logging.getLogger("pld_optim")
@@ -49,18 +37,12 @@ def screen_demo(inputs: dict[str, str]) -> tuple[str, Verdict] | None:
 
 def rule_text_verdict(text: str, labels: Sequence[str], task_text: str) -> Verdict | None:
     """The gates that judge a rule's text alone, against the task's labels and text (no train data): what an
-    edited rule must pass as teacher text does. A compile's own rules passed them all inside `Gate.check`.
-    A reviewer who names one cue ("If the target is a job, answer profession.") has written a rule; the
-    teacher's text needs two content words, since it pads restatements of the task with one."""
-    labels = list(labels)
-    gates = [partial(placeholder, text), partial(addresses_model, text), partial(markdown, text),
-             partial(several_answers, text, labels), partial(no_label, text, labels), partial(no_answer, text, labels),
-             partial(no_cue, text, labels, task_text, min_content=1)]
-    for gate in gates:
-        reason = gate()
-        if reason:
-            return Verdict(gate=gate.func.__name__, reason=reason)
-    return None
+    edited rule must pass as teacher text does, from the one list a compile's own rules pass inside
+    `Gate.check` (`Gate.text_gates`). The gates that need the rule's examples or the train data (copies,
+    names_entity, borrows, wrong_label) are the compile's alone. One difference, deliberate: a reviewer who
+    names one cue ("If the target is a job, answer profession.") has written a rule, so `no_cue` asks for one
+    content word; the teacher's text needs two, since it pads restatements of the task with one."""
+    return Gate(labels=list(labels), task_text=task_text).check_text(text, min_content=1)
 
 
 @dataclass

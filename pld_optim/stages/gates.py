@@ -8,7 +8,10 @@ example (the paper's own warning for StereoSet) must stop here; so must text tha
 (pld_optim/stages/rule_form.py).
 
 Each gate is a plain function of the text and what it is checked against that returns a reason or None;
-`Gate.check` returns the first refusal as a `Verdict` naming the gate.
+`Gate.check` returns the first refusal as a `Verdict` naming the gate. `Gate.text_gates` is the one list of
+the gates that need only the rule's text and the task (its labels, its text): `Gate.check` runs them with
+the gates that need the rule's own examples or the train data, and a rule a reviewer edited into rules.json,
+which has neither, passes them alone (`Gate.check_text`, through `pld_optim.stages.context.rule_text_verdict`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,10 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from pld_optim.records import Refusal
 from pld_optim.stages.rule_form import (
-    answered_label,  # noqa: F401 - the search's address for it
     example_pointer,
     foreign_language,
     foreign_script,
     markdown,
-    mentions,  # noqa: F401 - the stages' address for it
     no_answer,
     no_condition,
     no_label,
@@ -78,28 +79,50 @@ class Gate:
     max_words: int = 80
     max_chars: int = 300
 
+    def text_gates(self, text: str, examples: Iterable[str] = (), *, min_content: int = 2) -> list[partial]:
+        """The gates that need only the rule's text and the task, in the order they run. `examples` (the
+        inputs a compile's rule is checked against) add the scripts and the language the rule may be written
+        in; an edited rule has none, so the task's text and labels decide. `min_content`: the content words
+        `no_cue` asks for (the teacher pads restatements of the task with one; a reviewer does not)."""
+        examples, labels = list(examples), self.labels
+        return [partial(placeholder, text), partial(addresses_model, text), partial(markdown, text),
+                partial(fragment, text, self.min_words, self.max_words), partial(too_long, text, self.max_chars),
+                partial(several_sentences, text), partial(foreign_script, text, [self.task_text, *labels], examples),
+                partial(foreign_language, text, [self.task_text, *examples]), partial(loops, text),
+                partial(several_answers, text, labels), partial(no_label, text, labels),
+                partial(no_answer, text, labels), partial(no_condition, text, labels),
+                partial(no_cue, text, labels, self.task_text, min_content=min_content),
+                partial(example_pointer, text), partial(names_group, text)]
+
     def check(self, text: str, examples: Iterable[str] = (), *, copied_from: Iterable[str] = (),
               label: str | None = None, whose: str = "its") -> Verdict | None:
-        """The first gate that refuses `text`, or None. `label`: the label the rule was asked for (its
-        example's, its cluster's), which it must answer; `whose` names it in the reason."""
-        examples, labels = list(examples), self.labels
-        gates = [partial(placeholder, text), partial(addresses_model, text), partial(markdown, text),
-                 partial(fragment, text, self.min_words, self.max_words), partial(too_long, text, self.max_chars),
-                 partial(several_sentences, text), partial(foreign_script, text, [self.task_text, *labels], examples),
-                 partial(foreign_language, text, [self.task_text, *examples]), partial(loops, text),
-                 partial(copies, text, [self.task_text, *copied_from, *examples]),
-                 partial(several_answers, text, labels), partial(no_label, text, labels),
-                 partial(no_answer, text, labels), partial(no_condition, text, labels),
-                 partial(no_cue, text, labels, self.task_text), partial(example_pointer, text),
-                 partial(names_group, text), partial(borrows, text, self.borrowed),
-                 partial(names_entity, text, examples, labels, self.task_text, self.common_words)]
+        """The first gate that refuses `text`, or None: the text gates, and the gates that need the rule's
+        examples and the train data. `label`: the label the rule was asked for (its example's, its
+        cluster's), which it must answer; `whose` names it in the reason."""
+        examples = list(examples)
+        gates = self.text_gates(text, examples)
+        # A restatement of the task or the prompt is told as a copy, before the label gates say it answers none.
+        at = next(k for k, gate in enumerate(gates) if gate.func is several_answers)
+        gates.insert(at, partial(copies, text, [self.task_text, *copied_from, *examples]))
+        gates += [partial(borrows, text, self.borrowed),
+                  partial(names_entity, text, examples, self.labels, self.task_text, self.common_words)]
         if label is not None:
-            gates.append(partial(wrong_label, text, label, labels, whose))
-        for gate in gates:
-            reason = gate()
-            if reason:
-                return Verdict(gate=gate.func.__name__, reason=reason)
-        return None
+            gates.append(partial(wrong_label, text, label, self.labels, whose))
+        return first_refusal(gates)
+
+    def check_text(self, text: str, *, min_content: int = 2) -> Verdict | None:
+        """The first text gate that refuses `text`, or None: for a rule with no examples and no train data
+        to check it against (a rule a reviewer edited into rules.json)."""
+        return first_refusal(self.text_gates(text, min_content=min_content))
+
+
+def first_refusal(gates: Iterable[partial]) -> Verdict | None:
+    """The first of `gates` (partials of gate functions) that gives a reason, as a `Verdict` named after it."""
+    for gate in gates:
+        reason = gate()
+        if reason:
+            return Verdict(gate=gate.func.__name__, reason=reason)
+    return None
 
 
 def placeholder(text: str) -> str | None:

@@ -18,7 +18,8 @@ from pld_optim.records import MinedRule, Refusal, StageResult
 from pld_optim.rules import DemoExample, Rule
 from pld_optim.stages.cluster import ClusterResult
 from pld_optim.stages.context import StageContext
-from pld_optim.stages.gates import Gate, mentions
+from pld_optim.stages.gates import Gate
+from pld_optim.stages.rule_form import mentions
 
 logger = logging.getLogger(__name__)
 

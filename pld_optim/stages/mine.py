@@ -74,6 +74,16 @@ class MineResult(StageResult):
     def good(self) -> list[MinedRule]:
         return [m for m in self.mined if m.ok]
 
+    def usable(self, n_examples: int) -> MineResult:
+        """This result, or an error that says why the teacher gave no rule to build on."""
+        if self.good():
+            return self
+        reasons = "; ".join(sorted({r.reason for r in self.refusals}))[:300] or "none"
+        first = next((m.error for m in self.mined if m.error), "none")
+        raise RuntimeError(f"PLD: the teacher produced no usable rule for {n_examples} examples "
+                           f"({len(self.refusals)} refused by the quality gates: {reasons}); first error: "
+                           f"{first}. Use a stronger teacher or more examples.")
+
 
 def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str, str] | None = None,
          checkpoint: JsonlLog | None = None) -> MineResult:
@@ -82,9 +92,14 @@ def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str,
     task, teacher, gate = ctx.task, ctx.teacher, ctx.gate
     mistakes = mistakes or {}
     # Kept rules of an interrupted compile, gated again: an earlier version's checkpoint may hold a rule
-    # today's gates refuse (the gates cost no call).
-    done = {m.example_id: m.model_copy(update={"refusal": _refusal(m, ctx.inputs.get(m.example_id, m.inputs), gate)})
-            for m in (checkpoint.read() if checkpoint else []) if m.ok}
+    # today's gates refuse (the gates cost no call). Such an example is mined again, as a refused one is
+    # (`MinedRule.ok`); its record's last line counts, so a fresh refusal after a kept rule is redone too.
+    last = {m.example_id: m for m in (checkpoint.read() if checkpoint else [])}
+    done = {eid: m for eid, m in last.items()
+            if m.ok and _refusal(m, ctx.inputs.get(eid, m.inputs), gate) is None}
+    regated = sum(m.ok for m in last.values()) - len(done)
+    if regated:
+        logger.info("mine: %d checkpoint rules are refused by today's gates; their examples are mined again", regated)
     ids = [example_id(ex, task.input_fields) for ex in examples]
     todo = [ex for ex, eid in zip(examples, ids) if eid not in done]
     if done:

@@ -165,18 +165,6 @@ def mentions(text: str, label: str) -> bool:
     return any(words[i:i + n] == target for i in range(len(words) - n + 1)) or joined in words
 
 
-def answered_label(text: str, labels: Sequence[str]) -> str | None:
-    """The label a rule answers: of the labels it names, the one named last ("If ..., answer L.")."""
-    words = tokens(text)
-    best, where = None, -1
-    for label in labels:
-        target = tokens(label)
-        hits = [i for i in range(len(words) - len(target) + 1) if words[i:i + len(target)] == target]
-        if hits and hits[-1] > where:
-            best, where = label, hits[-1]
-    return best
-
-
 def wrong_label(text: str, label: str, labels: Sequence[str], whose: str = "its") -> str | None:
     """A rule written for one label (its example's, its cluster's, the confusion's gold) answers that one."""
     if not mentions(text, label):
@@ -241,6 +229,12 @@ def _answers(text: str, labels: Sequence[str]) -> list[tuple[str, str, int]]:
 def answers(text: str, labels: Sequence[str]) -> list[str]:
     """The labels a rule tells the model to answer, each once, in order."""
     return list(dict.fromkeys(label for label, _, _ in _answers(text, labels)))
+
+
+def answered_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label a rule answers, as `answers` reads it (the first it tells the model to answer), or None: the
+    label named last is not it ("..., answer profession, even when it also mentions gender or race.")."""
+    return next(iter(answers(text, labels)), None)
 
 
 def several_answers(text: str, labels: Sequence[str]) -> str | None:

@@ -150,14 +150,33 @@ def snapshot(folder: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != ".pld.lock"}
 
 
+def compile_run(tmp_path: Path, **config) -> tuple[Path, Path]:
+    """A finished CLI compile of the cue task into `tmp_path / "run"`: its config (`write_config(tmp_path,
+    **config)`) and folder. Call inside a test that uses the scripted_cli fixture."""
+    config_path, out = write_config(tmp_path, **config), tmp_path / "run"
+    code, _, err = cli("compile", str(config_path), "--out", str(out))
+    assert code == 0, err
+    return config_path, out
+
+
 def compile_pareto_run(tmp_path: Path, n_trials: int) -> tuple[Path, Path]:
     """A finished CLI compile with a multi-objective search (so pick has a front): its config and folder.
     Call inside a test that uses the scripted_cli fixture."""
-    config = write_config(tmp_path, search={"multi_objective": True, "n_trials": n_trials, "minibatch_size": 8})
-    out = tmp_path / "run"
-    code, _, err = cli("compile", str(config), "--out", str(out))
-    assert code == 0, err
-    return config, out
+    return compile_run(tmp_path, search={"multi_objective": True, "n_trials": n_trials, "minibatch_size": 8})
+
+
+@pytest.fixture
+def compiled(tmp_path, scripted_cli):
+    """(config, folder, the scripted LMs) of a real (scripted) CLI compile; import scripted_cli beside it."""
+    lms = scripted_cli()
+    return (*compile_run(tmp_path), lms)
+
+
+@pytest.fixture
+def compiled_pareto(tmp_path, scripted_cli):
+    """The same, with a multi-objective search of 6 trials (so pick has a front)."""
+    lms = scripted_cli()
+    return (*compile_pareto_run(tmp_path, n_trials=6), lms)
 
 
 def compile_into(out: Path, teacher_name: str = "teacher", seed: int = 0, data=None, **kwargs) -> int:

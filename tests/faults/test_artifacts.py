@@ -35,7 +35,7 @@ BROKEN = {
     "unknown format_version": (lambda d: d.update(format_version=9),
                                r"format_version 9 is not one this pld-optim reads"),
     "an empty rule": (lambda d: d["rules"][1].update(text="  \n"),
-                      r"rule 'R2' \(its text\) is empty or only whitespace"),
+                      r"rule 'R2' \(text\) is empty or only whitespace"),
     "a preamble with braces": (lambda d: d.update(preamble="Apply {these} rules to {label_field}:"),
                                r"preamble .*only \{label_field\} may stand in braces"),
 }

@@ -8,25 +8,23 @@ import json
 import dspy
 import pytest
 from conftest import Classify, make_examples, student_respond, teacher_respond
-from harness import cli, copies, cue_rows, scripted_cli, snapshot, write_config  # noqa: F401 - scripted_cli is a fixture
+from harness import (  # noqa: F401 - compiled and scripted_cli are fixtures
+    cli,
+    compiled,
+    copies,
+    cue_rows,
+    scripted_cli,
+    snapshot,
+    write_config,
+)
 
 from pld_optim import PLD, RunFolder
 from pld_optim.run.folder import FINGERPRINT
 from pld_optim.testing import scripted_lm
 
 
-@pytest.fixture
-def compiled(tmp_path, scripted_cli):  # noqa: F811
-    """A folder a real (scripted) CLI compile wrote, with the config that wrote it."""
-    lms = scripted_cli()
-    config, out = write_config(tmp_path), tmp_path / "run"
-    code, _, err = cli("compile", str(config), "--out", str(out))
-    assert code == 0, err
-    return config, out, lms
-
-
 @pytest.mark.parametrize("problem", ["bad study storage", "tracking store down", "test overlaps train", "ollama down"])
-def test_fresh_removes_nothing_when_a_later_check_refuses(compiled, tmp_path, monkeypatch, problem):
+def test_fresh_removes_nothing_when_a_later_check_refuses(compiled, tmp_path, monkeypatch, problem):  # noqa: F811
     """Each of these checks ran only after --fresh had emptied the folder (old main: clear_run came first)."""
     config, out, lms = compiled
     before, spent = snapshot(out), lms.calls("teacher")
@@ -111,7 +109,7 @@ def test_clear_removes_only_what_a_compile_writes_and_only_once(tmp_path):
     assert RunFolder(out).clear() == []
 
 
-def test_fresh_removes_dspys_cache_but_keeps_what_dspy_did_not_write(compiled, capsys):
+def test_fresh_removes_dspys_cache_but_keeps_what_dspy_did_not_write(compiled, capsys):  # noqa: F811
     config, out, _ = compiled
     notes = out / "cache" / "notes.txt"
     notes.write_text("mine")

@@ -8,10 +8,10 @@ import json
 import dspy
 import pytest
 from conftest import Classify, make_examples, student_respond, teacher_respond
-from harness import (  # noqa: F401 - lock_holder and scripted_cli are fixtures
+from harness import (  # noqa: F401 - compiled_pareto, lock_holder and scripted_cli are fixtures
     cli,
     compile_into,
-    compile_pareto_run,
+    compiled_pareto,
     lock_holder,
     scripted_cli,
     snapshot,
@@ -25,15 +25,10 @@ from pld_optim.testing import scripted_lm
 IN_USE = "is in use by another pld-optim command"
 
 
-@pytest.fixture
-def compiled(tmp_path, scripted_cli):  # noqa: F811
-    lms = scripted_cli()
-    return (*compile_pareto_run(tmp_path, n_trials=6), lms)
-
-
 @pytest.mark.parametrize("command", ["compile", "compile --fresh", "pick", "ablate", "report"])
-def test_cli_writers_are_refused_while_another_process_holds_the_folder(compiled, lock_holder, command):  # noqa: F811
-    config, out, lms = compiled
+def test_cli_writers_are_refused_while_another_process_holds_the_folder(compiled_pareto, lock_holder,  # noqa: F811
+                                                                        command):
+    config, out, lms = compiled_pareto
     before, calls = snapshot(out), lms.calls("student")
     lock_holder(out)
     argv = {"compile": ["compile", str(config), "--out", str(out)],
@@ -55,16 +50,16 @@ def test_compare_is_refused_while_another_process_holds_its_folder(tmp_path, scr
     assert sorted(p.name for p in out.iterdir()) == [".pld.lock"] and lms.calls("student") == 0
 
 
-def test_evaluate_reads_a_folder_another_process_holds(compiled, lock_holder):  # noqa: F811
-    config, out, _ = compiled
+def test_evaluate_reads_a_folder_another_process_holds(compiled_pareto, lock_holder):  # noqa: F811
+    config, out, _ = compiled_pareto
     lock_holder(out)
     code, stdout, err = cli("evaluate", str(config), "--program", str(out), "--split", "dev")
     assert code == 0, err
     assert json.loads(stdout)["n"] > 0
 
 
-def test_python_writers_are_refused_while_another_process_holds_the_folder(compiled, lock_holder):  # noqa: F811
-    _, out, _ = compiled
+def test_python_writers_are_refused_while_another_process_holds_the_folder(compiled_pareto, lock_holder):  # noqa: F811
+    _, out, _ = compiled_pareto
     before = snapshot(out)
     lock_holder(out)
     with pytest.raises(ValueError, match=IN_USE):

@@ -2,35 +2,29 @@
 editing rules.json: rerunning compile on that folder (say, to add --test), `--fresh`, pick, ablate and report
 each tell an edited artifact from the one pld-optim wrote (the folder records what it wrote), and refuse
 before any LM call, naming the file and how to keep or discard it. A folder `pld-optim compare` wrote is not
-a compile's: `--fresh` and `RunFolder.clear` remove nothing there."""
+a compile's, nor is any optimizer's sub-run in it (`<optimizer>-seed<N>/`): a compile there is refused, and
+`--fresh` and `RunFolder.clear` remove nothing there."""
 
 import json
+import re
 
 import dspy
 import pytest
 from conftest import Classify
-from harness import (  # noqa: F401 - scripted_cli is a fixture
+from harness import (  # noqa: F401 - compiled and scripted_cli are fixtures
     cli,
     compile_into,
     compile_pareto_run,
+    compiled,
     scripted_cli,
     snapshot,
     write_config,
 )
 
 from pld_optim import RuleSet, RunFolder, apply_rules
+from pld_optim.run.written import Written
 
 EDITED_TEXT = "If the sentence mentions a hymn, answer religion."
-
-
-@pytest.fixture
-def compiled(tmp_path, scripted_cli):  # noqa: F811
-    """A folder a real (scripted) CLI compile wrote, with its config and the scripted LMs."""
-    lms = scripted_cli()
-    config, out = write_config(tmp_path), tmp_path / "run"
-    code, _, err = cli("compile", str(config), "--out", str(out))
-    assert code == 0, err
-    return config, out, lms
 
 
 def edit_rules(out) -> None:
@@ -45,7 +39,7 @@ def spent(lms) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("extra", [["--test"], ["--test", "--dry-run"], ["--fresh"]])
-def test_compile_again_on_an_edited_rules_json_refuses_and_says_how_to_keep_it(compiled, extra):
+def test_compile_again_on_an_edited_rules_json_refuses_and_says_how_to_keep_it(compiled, extra):  # noqa: F811
     """Old main: the rerun replayed the cache and wrote the compile's rules over the edit, exit 0, no word."""
     config, out, lms = compiled
     edit_rules(out)
@@ -92,17 +86,44 @@ def test_fresh_and_compile_refuse_a_folder_compare_wrote(tmp_path, scripted_cli)
     assert snapshot(out) == before and spent(lms) == calls
 
 
-def test_fresh_refuses_a_compile_folder_inside_a_compare_folder(tmp_path):
-    """compare keeps each seed's PLD run in pld-seed<N>/: that run is compare's, not the user's to clear."""
+@pytest.mark.parametrize("name", ["pld-seed0", "pld-rules-only-seed0", "pld-rules-only-seed12", "bootstrap-rs-seed1"])
+def test_fresh_refuses_a_compile_folder_inside_a_compare_folder(tmp_path, name):
+    """compare keeps each seed's run of each PLD optimizer in <optimizer>-seed<N>/: that run is compare's, not
+    the user's to clear (old main: only pld-seed<N>/ was told apart, so pld-rules-only-seed0/ was cleared)."""
     out = tmp_path / "cmp"
-    (out / "pld-seed0").mkdir(parents=True)
+    (out / name).mkdir(parents=True)
     (out / "fingerprint.json").write_text(json.dumps({"command": "compare", "data": {}, "params": {}}))
-    (out / "pld-seed0" / "fingerprint.json").write_text(json.dumps({"data": {}, "params": {}}))
-    (out / "pld-seed0" / "mined.jsonl").write_text("{}\n")
+    (out / name / "fingerprint.json").write_text(json.dumps({"data": {}, "params": {}}))
+    (out / name / "mined.jsonl").write_text("{}\n")
     before = snapshot(out)
+    with pytest.raises(ValueError, match=re.escape(f"`pld-optim compare` wrote it (it is part of the run in {out},")):
+        RunFolder(out / name).clear()
     with pytest.raises(ValueError, match="`pld-optim compare` wrote it"):
-        RunFolder(out / "pld-seed0").clear()
+        RunFolder(out / name).check()
     assert snapshot(out) == before
+
+
+def test_compile_and_fresh_refuse_every_sub_run_of_a_compare(tmp_path, scripted_cli):  # noqa: F811
+    """compare compiles pld-rules-only into pld-rules-only-seed0/ (its own compile there is let through, as it
+    holds the compare folder); old main: a user's `compile --fresh` into it removed compare's run and compiled
+    its own, and a plain compile into pld-seed0/ resumed compare's run and rewrote its artifacts."""
+    lms = scripted_cli()
+    config, out = write_config(tmp_path), tmp_path / "cmp"
+    code, _, err = cli("compare", str(config), "--out", str(out), "--optimizers", "pld-rules-only")
+    assert code == 0, err
+    assert (out / "pld-rules-only-seed0" / "rules.json").is_file()  # compare's own compile was not refused
+    (out / "pld-seed0").mkdir()  # as compare leaves it when interrupted before the compile's first write
+    before, calls = snapshot(out), spent(lms)
+    for sub in ("pld-rules-only-seed0", "pld-seed0", "pld-rules-only-seed1"):  # the last: a seed not run yet
+        for extra in ([], ["--fresh"], ["--fresh", "--dry-run"], ["--dry-run"]):
+            code, _, err = cli("compile", str(config), "--out", str(out / sub), *extra)
+            assert code == 2 and f"--out {out / sub}: `pld-optim compare` wrote it" in err, (sub, extra, err)
+            assert f"part of the run in {out}" in err and "choose another folder" in err, err
+        if (out / sub).exists():  # clear() of a folder that is not there removes nothing and says so: []
+            with pytest.raises(ValueError, match="`pld-optim compare` wrote it"):
+                RunFolder(out / sub).clear()
+    assert snapshot(out) == before and spent(lms) == calls
+    assert not (out / "pld-rules-only-seed1").exists()
 
 
 def test_ablate_and_pick_refuse_to_replace_a_hand_edited_program_json(tmp_path, scripted_cli):  # noqa: F811
@@ -120,12 +141,17 @@ def test_ablate_and_pick_refuse_to_replace_a_hand_edited_program_json(tmp_path, 
     assert snapshot(out) == before and spent(lms) == calls  # ablate refused before its first student call
 
 
-def test_report_keeps_a_hand_edited_report_md_and_its_own_rewrite_is_no_edit(compiled):
+def test_report_keeps_a_hand_edited_report_md_and_its_own_rewrite_is_no_edit(compiled):  # noqa: F811
     config, out, lms = compiled
     code, _, err = cli("report", str(out))  # report's own rewrite: a later compile must not call it an edit
-    assert code == 0, err
+    assert code == 0 and Written(out).writer("report.md") == "report", err
+    (teacher, student), mined = spent(lms), len(RunFolder(out).read_mined())
     code, _, err = cli("compile", str(config), "--out", str(out))
-    assert code == 0 and lms.calls("teacher") > 0, err
+    assert code == 0, err
+    # The compile ran to its end: it scored again (the scripted LMs have no cache) and wrote report.md again,
+    # and it resumed the mined rules instead of paying the teacher to mine them again.
+    assert lms.calls("student") > student and lms.calls("teacher") - teacher < mined, (spent(lms), mined)
+    assert Written(out).writer("report.md") == "compile"
     (out / "report.md").write_text((out / "report.md").read_text() + "\nReviewed by A. Person: R2 is wrong.\n")
     before = snapshot(out)
     code, _, err = cli("report", str(out))

@@ -115,6 +115,7 @@ def test_compare_page_renders_tables_and_plots_in_headless_chromium(tmp_path):
         return {"optimizer": name, "seeds": 1, "macro_f1": f1, "spread": (f1, f1), "ci": (f1 - 0.1, f1 + 0.05),
                 "accuracy": f1, "vs_zero_shot": "better (+0.1 to +0.3)" if name == "pld" else "",
                 "latency_s": 0.2, "output_tokens": 3.0, "prompt_tokens": 150.0 + 100 * f1, "compile_calls": 40,
+                "lm_calls": 40, "billed_calls": 40,
                 "compile_tokens": 9000.0, "teacher_calls": 12, "compile_seconds": 30.0,
                 "per_class_f1": {"gender": f1, "race": f1 / 2}, "errors": []}
 

@@ -15,7 +15,7 @@ from pld_optim.rules import Rule
 from pld_optim.stages.gates import Gate, Verdict, common_words, placeholder
 from pld_optim.stages.mine import mine
 from pld_optim.stages.rewrite import carry_provenance
-from pld_optim.stages.rule_form import answers, first_sentence, foreign_script, several_sentences
+from pld_optim.stages.rule_form import answered_label, answers, first_sentence, foreign_script, several_sentences
 from pld_optim.testing import ScriptedEngine, field_value, scripted_lm
 
 BIAS = ["gender", "profession", "race", "religion"]
@@ -186,6 +186,14 @@ def test_the_answer_is_the_label_it_was_asked_for():
     assert answers("If the clause is not mentioned in the contract, answer Contradiction.", NLI) == ["Contradiction"]
 
 
+def test_the_label_a_rule_answers_is_the_one_answers_reads():
+    text = "If the sentence ties a trait to a job, answer profession, even when it also mentions gender or race."
+    assert answered_label(text, BIAS) == "profession" == answers(text, BIAS)[0]  # old main: race, named last
+    assert answered_label("Even if it mentions gender, answer race when it stereotypes a nation.", BIAS) == "race"
+    assert answered_label("If the clause is absent, answer NotMentioned.", NLI) == "NotMentioned"
+    assert answered_label("Religion is a belief system that people follow.", BIAS) is None  # names, answers none
+
+
 def test_the_tasks_script_comes_from_its_text_and_inputs():
     rule = "If the sentence calls someone ленивый, answer race."
     assert foreign_script(rule, [BIAS_TASK, *BIAS]) is not None
@@ -226,17 +234,25 @@ def test_mining_records_a_refusal_apart_from_a_failure_and_gates_a_resumed_check
         return out
 
     checkpoint = JsonlLog(tmp_path / "mined.jsonl", MinedRule)
-    checkpoint.append(MinedRule(example_id="ex2", gold="race", inputs="sentence: " + examples[2].sentence,
-                                rule="If the sentence mentions a country, answer race or religion."))  # earlier gates
+    kept = MinedRule(example_id="ex0", gold="gender", inputs="sentence: " + examples[0].sentence,
+                     rule="If the sentence mentions a mother or a wife, answer gender.")
+    stale = "If the sentence mentions a country, answer race or religion."  # passed an earlier version's gates
+    checkpoint.append(kept)
+    checkpoint.append(MinedRule(example_id="ex2", gold="race", inputs="sentence: " + examples[2].sentence, rule=stale))
     engine = ScriptedEngine(respond)
-    result = mine(stage_context(dspy.LM("local/t", engine=engine, cache=False), examples), examples,
-                  checkpoint=checkpoint)
+    ctx = stage_context(dspy.LM("local/t", engine=engine, cache=False), examples)
+    result = mine(ctx, examples, checkpoint=checkpoint)
     gender, religion, race = result.mined
-    assert gender.ok and engine.calls == 2  # the checkpoint's rule costs no call
+    assert gender == kept and engine.calls == 2  # the kept rule costs no call
     assert religion.error is None and religion.refusal.gate == "foreign_script" and not religion.ok
-    assert race.refusal.gate == "several_answers" and result.failures == 0
-    assert [(r.stage, r.source, r.gate) for r in result.refusals] == [("mine", "ex1", "foreign_script"),
-                                                                      ("mine", "ex2", "several_answers")]
+    # Today's gates refuse the stale rule: its example is mined again (old main: kept, refused, never redone).
+    assert race.ok and race.rule != stale and result.failures == 0
+    assert [(r.stage, r.source, r.gate) for r in result.refusals] == [("mine", "ex1", "foreign_script")]
+    # The fresh rule is the example's last line: the next resume redoes only the refused example.
+    again = ScriptedEngine(respond)
+    resumed = mine(stage_context(dspy.LM("local/t", engine=again, cache=False), examples), examples,
+                   checkpoint=checkpoint)
+    assert again.calls == 1 and resumed.mined[2] == race and resumed.mined[0] == kept
 
 
 def test_merge_wordings_and_corrective_rules_pass_the_form_gates_and_rules_carry_their_stage(student):

@@ -1,16 +1,20 @@
 """Compile costs are exact where they are compared: tallies nest (compare's around PLD's stages, a user's
-`dspy.track_usage()` around a compile, one stage around another), and each optimizer pays for its own calls."""
+`dspy.track_usage()` around a compile, one stage around another), and each optimizer pays for its own calls.
+`pld-optim compare` reports PLD's compile as what a standalone `pld-optim compile` of the same config spends
+(old main: 0 LM calls and 0 tokens), in its result files and in compare.md."""
 
+import json
 from collections import Counter
 
 import dspy
 import pytest
-from conftest import Classify, make_examples, student_respond, teacher_respond
+from conftest import LABELS, Classify, make_examples, student_respond, teacher_respond
 from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
+from harness import cli, scripted_cli, write_config  # noqa: F401 - scripted_cli is a fixture
 
 from pld_optim import PLD
-from pld_optim.compare import Setup, run_compare
+from pld_optim.compare import Setup, run_compare, summarize
 from pld_optim.run.usage import UsageLog
 from pld_optim.testing import ScriptedEngine, scripted_lm
 
@@ -74,6 +78,9 @@ def test_compare_counts_pld_exactly_as_a_standalone_compile_of_the_same_setup(tm
     assert (result.student_calls, result.teacher_calls) == (counted.calls["local/student"],
                                                             counted.calls["local/teacher"])
     assert usage.lm_calls == sum(counted.calls.values())
+    row = summarize([result], tmp_path / "compare", LABELS)[0]  # what compare.md and MLflow are given
+    assert (row["lm_calls"], row["billed_calls"]) == (usage.lm_calls, billed)
+    assert row["compile_tokens"] == _tokens(tracker)
 
 
 @pytest.mark.parametrize("install", ["track_usage", "settings"])
@@ -163,3 +170,42 @@ def test_an_optimizers_cost_does_not_depend_on_what_ran_before_it(tmp_path):
     assert after["pld-rules-only"].cache_hits == alone.cache_hits < alone.lm_calls
     assert after["pld-rules-only"].lm_calls == alone.lm_calls
     assert after["pld-rules-only"].prompt_tokens == alone.prompt_tokens > 0
+
+
+def _pld_row(markdown: str) -> dict[str, str]:
+    """compare.md's first table row for pld, by column header."""
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    row = next(line for line in table if line.startswith("| pld |"))
+    return dict(zip(header, (c.strip() for c in row.strip("|").split("|"))))
+
+
+def test_cli_compare_reports_plds_compile_as_a_standalone_cli_compile_spends(tmp_path, scripted_cli):  # noqa: F811
+    """The real CLI on scripted LMs, both commands on one config: compare's PLD row (its result file and
+    compare.md) carries the calls and tokens the standalone compile's rules.json counts, and the teacher,
+    which works only in the compile, is billed the same number of calls."""
+    config = write_config(tmp_path, search={"n_trials": 2, "minibatch_size": 8, "plots": False})
+    lms = scripted_cli()
+    code, _, err = cli("compile", str(config), "--out", str(tmp_path / "alone"))
+    assert code == 0, err
+    alone = {u["stage"]: u for u in json.loads((tmp_path / "alone" / "rules.json").read_text())["usage"]}["total"]
+    teacher_alone = lms.calls("teacher")
+    assert alone["lm_calls"] > 0 and alone["prompt_tokens"] + alone["completion_tokens"] > 0 and teacher_alone > 0
+
+    lms = scripted_cli()  # new engines: their counts start from nothing
+    out = tmp_path / "cmp"
+    code, _, err = cli("compare", str(config), "--out", str(out), "--optimizers", "zero-shot,pld")
+    assert code == 0, err
+    result = json.loads((out / "pld-seed0.json").read_text())
+    usage = result["compile_usage"]
+    tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+    assert (usage["lm_calls"], usage["cache_hits"]) == (alone["lm_calls"], alone["cache_hits"])
+    assert tokens == alone["prompt_tokens"] + alone["completion_tokens"] > 0
+    assert lms.calls("teacher") == teacher_alone == result["teacher_calls"]  # no teacher call repeats here
+    assert result["student_calls"] + result["teacher_calls"] == usage["lm_calls"]
+    # compare's own PLD folder counts the same as its tally around the compile.
+    inside = {u["stage"]: u for u in json.loads((out / "pld-seed0" / "rules.json").read_text())["usage"]}["total"]
+    assert (inside["lm_calls"], inside["prompt_tokens"]) == (usage["lm_calls"], usage["prompt_tokens"])
+    row = _pld_row((out / "compare.md").read_text())
+    assert (row["compile: student calls"], row["teacher calls"], row["cached"], row["tokens"]) == (
+        str(result["student_calls"]), str(result["teacher_calls"]), str(usage["cache_hits"]), str(tokens))
