@@ -49,6 +49,10 @@ class PLDParams(BaseModel):
     n_successes: NonNegative
     max_corrections: Positive
     min_delta: Annotated[float, Field(ge=0)]
+    verify_per_label: NonNegative = Field(description="train items per label each rule's condition is checked on "
+                                                      "(0: no data check)")
+    min_precision: float = Field(ge=0, le=1, description="refuse a rule whose condition holds for fewer items of "
+                                                         "its label than this share of the items it holds for")
     max_demos: NonNegative = Field(description="worked examples the search may show the student (0: rules only)")
     n_demo_candidates: NonNegative = Field(description="train examples per rule the search chooses demos from")
     max_invalid_share: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -72,6 +76,7 @@ class PLDParams(BaseModel):
             min_cluster_size=pld.min_cluster_size, n_phrasings=pld.n_phrasings, refinement=pld.refinement,
             max_refine_iters=pld.max_refine_iters, refine_examples=pld.refine_examples, n_failures=pld.n_failures,
             n_successes=pld.n_successes, max_corrections=pld.max_corrections, min_delta=pld.min_delta,
+            verify_per_label=pld.verify_per_label, min_precision=pld.min_precision,
             max_demos=pld.max_demos, n_demo_candidates=pld.n_demo_candidates,
             max_invalid_share=pld.max_invalid_share, allow_overlap=pld.allow_overlap,
             evaluate_baseline=pld.evaluate_baseline, contribution=pld.contribution,

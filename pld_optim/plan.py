@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import dspy
 
 from pld_optim.datasets.sampling import split_off
+from pld_optim.evaluation.coverage import warn_coverage
 from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.scoring import Score
 from pld_optim.evaluation.task import Task, content_key, example_id, refuse_overlap, resolve_task, validate_examples
@@ -25,21 +26,24 @@ from pld_optim.params import PLDParams
 from pld_optim.program import base_program, own_demos, with_rule_set
 from pld_optim.records import Selection
 from pld_optim.rules import Prompt, RuleSet, prompt_of
-from pld_optim.run.folder import RunFolder, check_cache
+from pld_optim.run.cache import check_cache
+from pld_optim.run.folder import RunFolder
 from pld_optim.search.config import SearchConfig
 from pld_optim.search.storage import check_storage
 from pld_optim.search.study import Choice, check_budget
-from pld_optim.stages.context import rule_text_verdict, screen_demo
+from pld_optim.stages.cluster import make_embedder
+from pld_optim.stages.context import StageContext, rule_text_verdict, screen_demo
 from pld_optim.stages.contribution import with_contributions
 from pld_optim.stages.refine import ATTEMPTS as CORRECTION_ATTEMPTS
 
 if TYPE_CHECKING:
     from pld_optim.run.usage import UsageLog
     from pld_optim.stages.cluster import ClusterResult
-    from pld_optim.stages.context import StageContext
+    from pld_optim.stages.contribution import Earned
     from pld_optim.stages.feedback import RefineResult
     from pld_optim.stages.merge import MergeResult
     from pld_optim.stages.mine import MineResult
+    from pld_optim.stages.verify import VerifyResult
 
 logger = logging.getLogger("pld_optim")
 DEV_SHARE = 0.25  # of the trainset, hashed off as dev when no valset is given
@@ -60,16 +64,26 @@ class CompilePlan:
     teacher_adapter: dspy.Adapter  # the teacher's: PLD's `adapter`, else LabelAdapter
     overlap: dict[str, int]  # 'train/dev' and repeats inside a split ('train/train'), as rules.json reports them
 
+    def context(self, teacher: dspy.BaseLM, progress: bool = False) -> StageContext:
+        """What every stage of this compile shares: the student's Scorer, the gates, the embedder."""
+        if self.task.predictor.lm is None and dspy.settings.lm is None:
+            raise ValueError("PLD: the student program has no LM; dspy.configure(lm=...) or predictor.set_lm(...)")
+        p = self.params
+        scorer = Scorer(self.student, self.task, adapter=self.adapter, num_threads=p.student_threads or p.num_threads,
+                        progress=progress)
+        return StageContext.build(self.task, self.train, teacher, scorer, p, make_embedder(p.embedder, p.seed),
+                                  progress)
+
     def rng(self, purpose: str) -> random.Random:
         """One seeded stream per purpose, so a change in one stage's sampling leaves the others' alone."""
         return random.Random(f"{self.params.seed}:{purpose}")
 
     def rule_set(self, ctx: StageContext, usage: UsageLog, baseline: Score | None, mined: MineResult,
-                 clusters: ClusterResult, merged: MergeResult, refined: RefineResult, choice: Choice,
-                 contributions: dict[str, float] | None = None) -> RuleSet:
+                 clusters: ClusterResult, merged: MergeResult, refined: RefineResult, verified: VerifyResult,
+                 choice: Choice, earned: Earned | None = None) -> RuleSet:
         """The compile's one rule set, built once and complete: what rules.json, report.md and review.html show."""
         task, score = self.task, choice.score
-        rules = with_contributions(choice.pool, contributions)
+        rules = with_contributions(choice.pool, earned.contributions if earned else None)
         selection = choice.selection if choice.selection is not None else [Selection(rule_id=r.id) for r in rules]
         teacher, student = ctx.teacher, ctx.scorer.student_lm
         header = {"student": getattr(student, "model", str(student)),
@@ -82,7 +96,10 @@ class CompilePlan:
             base_instructions=task.signature.instructions, rules=rules, selection=choice.selection,
             system_prompt=ctx.scorer.system_prompt(prompt_of(rules, selection, task.label_field)),
             clustering=clusters.report, history=refined.history,
-            refusals=ctx.screened + mined.refusals + merged.refusals + refined.refusals,
+            refusals=(ctx.screened + mined.refusals + merged.refusals + refined.refusals + verified.refusals
+                      + (earned.dropped if earned else [])),
+            rules_beside_demos=earned.rules_beside_demos if earned else None,
+            demos_beside_rules=earned.demos_beside_rules if earned else None,
             baseline_dev_macro_f1=baseline.macro_f1 if baseline else None, dev_macro_f1=score.macro_f1,
             baseline_dev_confusion=baseline.confusion if baseline else None, dev_confusion=score.confusion,
             search=choice.search, usage=[*usage.stages, usage.total()], data_overlap=self.overlap,
@@ -127,9 +144,12 @@ def estimate_lm_calls(params: PLDParams, search: SearchConfig | None, n_train: i
         "teacher: mine": mined,
         "teacher: merge clusters": clusters,
         "teacher: refine": rounds * (params.max_corrections * CORRECTION_ATTEMPTS if corrective else 1),
-        "student: baseline": n_dev if params.evaluate_baseline else 0 if probe else min(n_dev, STUDENT_CHECK),
+        # Without a baseline, two dev answers still check that the inputs reach the student.
+        "student: baseline": (n_dev if params.evaluate_baseline else min(n_dev, 2) if probe
+                              else min(n_dev, STUDENT_CHECK)),
         "student: probe": probe,
         "student: refine": n_dev + rounds * (min(params.refine_examples, n_train) + n_dev),
+        "student: verify": (clusters + rounds * params.max_corrections) * params.verify_per_label * n_labels,
         "student: search": search.n_trials * n_dev + n_dev if search is not None else 0,
         "student: contribution": (clusters + rounds * params.max_corrections) * n_dev if params.contribution else 0,
     }
@@ -201,6 +221,7 @@ def _splits(student: dspy.Module, params: PLDParams, trainset, valset) -> tuple[
             raise ValueError("PLD: the trainset is too small to split off a dev set; pass valset=.")
     else:
         dev = validate_examples(valset, task, "dev")
+    warn_coverage(train, dev, task)
     shared = refuse_overlap({"train": train, "dev": dev}, task.input_fields, "dev", allow=params.allow_overlap,
                             where="PLD")
     # Repeats inside one split are allowed (validate_examples warns), and reported next to the overlap.

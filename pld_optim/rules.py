@@ -62,6 +62,12 @@ class Rule(Record):
     contribution: float | None = Field(
         None, description="dev macro F1 of the final prompt minus its F1 without this rule (None: not active or "
                           "not measured); negative: the prompt does better without it")
+    precision: float | None = Field(
+        None, description="of the sampled train items its condition held for (as the student read it), the share "
+                          "of its label (None: not checked, or it never held)")
+    coverage: float | None = Field(None, description="of the sampled train items of its label, the share its "
+                                                     "condition held for (None: not checked)")
+    evidence: str = Field("", description="the data check's counts, as a reviewer reads them")
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +104,10 @@ class RuleSet(Record):
     system_prompt: str = ""
     baseline_dev_macro_f1: float | None = None
     dev_macro_f1: float | None = None
+    rules_beside_demos: float | None = Field(None, description="dev macro F1 of the prompt minus that of its worked "
+                                                               "examples alone: what the rules add beside them")
+    demos_beside_rules: float | None = Field(None, description="dev macro F1 of the prompt minus that of its rules "
+                                                               "alone: what the worked examples add beside them")
     baseline_dev_confusion: list[list[int]] | None = Field(
         None, description="dev confusion matrix without rules: rows gold (`labels` order), columns the labels, "
                           "then answers outside them")
@@ -126,7 +136,7 @@ class RuleSet(Record):
         if self.format_version not in KNOWN_VERSIONS:
             raise ValueError(f"format_version {self.format_version} is not one this pld-optim reads "
                              f"({', '.join(map(str, KNOWN_VERSIONS))}); upgrade pld-optim or re-run the compile")
-        blank = [f"rule {r.id!r}" + (" (its text)" if i == 0 else f" (wording {i + 1})")
+        blank = [f"rule {r.id!r}" + (" (text)" if i == 0 else f" (phrasings[{i - 1}])")
                  for r in self.rules for i, text in enumerate(r.variants()) if not text or not text.strip()]
         if blank:
             raise ValueError(f"{blank[0]} is empty or only whitespace; the student would see an empty rule. Write "
@@ -193,7 +203,8 @@ class RuleSet(Record):
         for sel in self.selection:
             rule = by_id.get(sel.rule_id)
             if rule is None:
-                raise ValueError(f"selection names rule {sel.rule_id!r}, which is not in `rules`")
+                raise ValueError(f"selection names rule {sel.rule_id!r}, which is not in `rules`: a deleted rule "
+                                 "goes from `selection` too (or restore it)")
             if not 0 <= sel.variant < len(rule.variants()):
                 raise ValueError(f"selection picks wording {sel.variant} of rule {sel.rule_id!r}, which has "
                                  f"{len(rule.variants())}")
@@ -208,8 +219,7 @@ class RuleSet(Record):
         return [rule.variants()[sel.variant] for rule, sel in self.selected()]
 
     def prompt(self) -> Prompt:
-        return prompt_of(self.rules, self.selection if self.selection is not None
-                         else [Selection(rule_id=r.id) for r in self.rules], self.label_field)
+        return prompt_of(self.rules, [sel for _, sel in self.selected()], self.label_field)
 
     def pick(self, max_tokens: int) -> RuleSet:
         """The best Pareto point within a prompt-token budget, as a new rule set (multi-objective search)."""
@@ -220,7 +230,10 @@ class RuleSet(Record):
             smallest = min(c.prompt_tokens for c in self.search.pareto)
             raise ValueError(f"no Pareto point fits {max_tokens} prompt tokens; the smallest uses {smallest}")
         chosen = max(fits, key=lambda c: (c.macro_f1, -c.prompt_tokens))
-        return self.model_copy(update={"selection": chosen.selection, "dev_macro_f1": chosen.macro_f1})
+        # The confusion and each rule's contribution were measured on another prompt: not carried over.
+        rules = [r.model_copy(update={"contribution": None}) for r in self.rules]
+        return self.model_copy(update={"selection": chosen.selection, "dev_macro_f1": chosen.macro_f1,
+                                       "dev_confusion": None, "rules": rules})
 
     def render_instructions(self) -> str:
         return render_instructions(self.base_instructions, self.active_rules(), self.label_field, self.preamble)

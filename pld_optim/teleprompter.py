@@ -5,32 +5,33 @@ from __future__ import annotations
 import inspect
 import logging
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import dspy
 from dspy.teleprompt import Teleprompter
 
 from pld_optim.datasets.sampling import stratified
-from pld_optim.evaluation.scorer import Scorer
 from pld_optim.evaluation.scoring import Score, check_valid
 from pld_optim.lm.adapter import LabelAdapter, student_adapter
-from pld_optim.lm.factory import as_lm
+from pld_optim.lm.factory import resolve_teacher
 from pld_optim.params import PLDParams, validate
 from pld_optim.plan import STUDENT_CHECK, CompilePlan, apply_rules, estimate_lm_calls, plan_compile
 from pld_optim.records import Selection
-from pld_optim.rules import Prompt, RuleSet
+from pld_optim.rules import Prompt, Rule, RuleSet
 from pld_optim.run.fingerprint import fingerprint
 from pld_optim.run.folder import RunFolder
 from pld_optim.run.usage import UsageLog
 from pld_optim.search.config import SearchConfig
 from pld_optim.search.study import Choice, PromptSearch, SearchFailed
-from pld_optim.stages.cluster import ClusterResult, cluster_rules, make_embedder
+from pld_optim.stages.cluster import ClusterResult, cluster_rules
 from pld_optim.stages.context import StageContext
-from pld_optim.stages.contribution import rule_contributions
+from pld_optim.stages.contribution import Earned, earn_places
 from pld_optim.stages.feedback import RefineResult
 from pld_optim.stages.merge import MergeResult, merge_clusters
 from pld_optim.stages.mine import MineResult, contrastive_sample, mine
 from pld_optim.stages.refine import refine
+from pld_optim.stages.verify import VerifyResult, verify_rules
 
 logger = logging.getLogger("pld_optim")
 
@@ -61,6 +62,9 @@ class PLD(Teleprompter):
         max_refine_iters, refine_examples, n_failures, n_successes, max_corrections, min_delta: refinement
             rounds, the train sample it runs on, failures and successes shown per teacher call, corrective
             rules per round, and the dev F1 gain a rewrite must show.
+        verify_per_label, min_precision: before the search, the student reads each rule's condition on this
+            many train items per label (one yes/no each); a rule whose condition never holds, or holds for
+            items of its label less than `min_precision` of the time, is refused (0: no check).
         max_demos: worked examples (train examples with their gold label) the search may show the student,
             each next to the rule it illustrates; 0 keeps the paper's rules-only prompt.
         n_demo_candidates: train examples per rule the search chooses its demo from.
@@ -81,7 +85,8 @@ class PLD(Teleprompter):
                  n_clusters: int | None = None, max_clusters: int = 6, eps: float = 0.4, min_samples: int = 6,
                  min_cluster_size: int = 2, n_phrasings: int = 2, refinement: str = "corrective",
                  max_refine_iters: int = 2, refine_examples: int = 64, n_failures: int = 20, n_successes: int = 20,
-                 max_corrections: int = 3, min_delta: float = 0.0, max_demos: int = 4, n_demo_candidates: int = 3,
+                 max_corrections: int = 3, min_delta: float = 0.0, verify_per_label: int = 8,
+                 min_precision: float = 0.5, max_demos: int = 4, n_demo_candidates: int = 3,
                  max_invalid_share: float = 0.5, allow_overlap: bool = False,
                  search: SearchConfig | dict | None = None, adapter: dspy.Adapter | None = None,
                  out_dir: str | Path | RunFolder | None = None, evaluate_baseline: bool = True,
@@ -99,6 +104,8 @@ class PLD(Teleprompter):
         self.refinement, self.max_refine_iters, self.refine_examples = refinement, max_refine_iters, refine_examples
         self.n_failures, self.n_successes = n_failures, n_successes
         self.max_corrections, self.min_delta = max_corrections, min_delta
+        # The data check of every rule
+        self.verify_per_label, self.min_precision = verify_per_label, min_precision
         # The search and its worked examples
         self.search, self.max_demos, self.n_demo_candidates = search, max_demos, n_demo_candidates
         # Checks, reporting and execution
@@ -148,10 +155,10 @@ class PLD(Teleprompter):
         if kwargs:
             raise TypeError(f"PLD.compile() got unexpected arguments: {sorted(kwargs)}")
         plan = self.prepare(student, trainset, valset)
-        return self._execute(plan, self._teacher_lm(teacher))
+        return self._execute(plan, resolve_teacher(teacher if teacher is not None else self.teacher, self.seed))
 
     def _execute(self, plan: CompilePlan, teacher: dspy.BaseLM) -> dspy.Module:
-        ctx = self._context(plan, teacher)
+        ctx = plan.context(teacher, self.progress)
         usage = UsageLog()
         with plan.folder.writing() if plan.folder else nullcontext():
             if plan.folder is not None:
@@ -161,37 +168,19 @@ class PLD(Teleprompter):
                 mined = self._mine(plan, ctx, usage, baseline)
                 clusters, merged = self._cluster(plan, ctx, usage, mined)
                 refined = self._refine(plan, ctx, usage, merged)
-                stages = (baseline, mined, clusters, merged, refined)
+                verified = self._verify(plan, ctx, usage, merged, refined)
+                stages = (baseline, mined, clusters, merged, refined, verified)
                 try:
-                    choice = self._search(plan, ctx, usage, merged, refined)
+                    choice = self._search(plan, ctx, usage, merged, refined, verified)
                 except SearchFailed:
                     # Refinement's rules are kept (in the folder, or as `rules_`) before the error propagates.
-                    unsearched = self._unsearched(plan, ctx, refined)
+                    unsearched = self._unsearched(plan, ctx, verified.passed(refined.rules), None)
                     self._finish(plan, plan.rule_set(ctx, usage, *stages, unsearched), mined, baseline,
                                  unsearched.score)
                     raise
-                contributions = self._contributions(plan, ctx, usage, choice)
-                return self._finish(plan, plan.rule_set(ctx, usage, *stages, choice, contributions), mined,
-                                    baseline, choice.score)
-
-    def _teacher_lm(self, teacher) -> dspy.BaseLM:
-        if isinstance(teacher, dspy.Module):
-            teacher = next((p.lm for p in teacher.predictors() if p.lm is not None), None) or dspy.settings.lm
-        lm = as_lm(teacher if teacher is not None else self.teacher) or dspy.settings.lm
-        if lm is None:
-            raise ValueError("PLD: no teacher; pass teacher='provider/model' or a dspy.LM, or dspy.configure(lm=...)")
-        if (lm.kwargs.get("temperature") or 0) > 0:
-            lm = lm.copy(rollout_id=self.seed)  # seeded samples that still hit the cache
-        return lm
-
-    def _context(self, plan: CompilePlan, teacher: dspy.BaseLM) -> StageContext:
-        if plan.task.predictor.lm is None and dspy.settings.lm is None:
-            raise ValueError("PLD: the student program has no LM; dspy.configure(lm=...) or predictor.set_lm(...)")
-        p = plan.params
-        scorer = Scorer(plan.student, plan.task, adapter=plan.adapter, num_threads=p.student_threads or p.num_threads,
-                        progress=self.progress)
-        return StageContext.build(plan.task, plan.train, teacher, scorer, p, make_embedder(p.embedder, p.seed),
-                                  self.progress)
+                choice, earned = self._earn(plan, ctx, usage, choice)
+                return self._finish(plan, plan.rule_set(ctx, usage, *stages, choice, earned), mined, baseline,
+                                    choice.score)
 
     # -- the steps: each takes what it needs and returns what it made ---------------------------------
 
@@ -226,13 +215,7 @@ class PLD(Teleprompter):
         with usage.stage("mine") as spent:
             mined = mine(ctx, examples, mistakes=mistakes, checkpoint=plan.folder.mined_log() if plan.folder else None)
             spent.failures = mined.failures
-        if not mined.good():
-            reasons = "; ".join(sorted({r.reason for r in mined.refusals}))[:300] or "none"
-            first = next((m.error for m in mined.mined if m.error), "none")
-            raise RuntimeError(f"PLD: the teacher produced no usable rule for {len(examples)} examples "
-                               f"({len(mined.refusals)} refused by the quality gates: {reasons}); first error: "
-                               f"{first}. Use a stronger teacher or more examples.")
-        return mined
+        return mined.usable(len(examples))
 
     def _cluster(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog,
                  mined: MineResult) -> tuple[ClusterResult, MergeResult]:
@@ -252,11 +235,28 @@ class PLD(Teleprompter):
             spent.failures = refined.failures
         return refined
 
+    def _verify(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog, merged: MergeResult,
+                refined: RefineResult) -> VerifyResult:
+        """Every rule the search may choose, checked on train items as the student reads its condition."""
+        kept = {r.id for r in refined.rules}
+        pool = refined.rules + [r for r in merged.rules if r.id not in kept]
+        if not plan.params.verify_per_label:
+            return VerifyResult(rules=pool)
+        with usage.stage("verify", ctx.scorer) as spent:
+            verified = verify_rules(ctx, pool, plan.train, per_label=plan.params.verify_per_label,
+                                    rng=plan.rng("verify"), min_precision=plan.params.min_precision)
+            spent.failures = verified.failures
+        return verified
+
     def _search(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog, merged: MergeResult,
-                refined: RefineResult) -> Choice:
+                refined: RefineResult, verified: VerifyResult) -> Choice:
+        clustered, kept = verified.passed(merged.rules), verified.passed(refined.rules)
+        if not clustered and not kept:
+            logger.warning("PLD: the data refused every rule (%d; rules.json lists them with their figures); the "
+                           "program ships without rules", len(verified.refusals))
+            return self._unsearched(plan, ctx, [], None)
         if plan.search is None:
-            return self._unsearched(plan, ctx, refined)
-        clustered, kept = merged.rules, refined.rules
+            return self._unsearched(plan, ctx, kept, refined.score if len(kept) == len(refined.rules) else None)
         pool = kept + [r for r in clustered if r.id not in {x.id for x in kept}]
         search = PromptSearch(ctx.scorer, pool, plan.dev, config=plan.search, max_demos=plan.params.max_demos,
                               label_field=plan.task.label_field, out_dir=plan.folder.path if plan.folder else None,
@@ -265,20 +265,24 @@ class PLD(Teleprompter):
             return search.choose(search.seeds(clustered, kept, plan.params.max_demos), kept_rules=len(kept),
                                  folder=plan.folder)
 
-    def _unsearched(self, plan: CompilePlan, ctx: StageContext, refined: RefineResult) -> Choice:
-        """Refinement's list as it stands, scored on dev (a cache hit when refinement scored it)."""
-        score = refined.score or ctx.scorer.score(Prompt(rules=[r.text for r in refined.rules]), plan.dev)
-        return Choice(pool=refined.rules, selection=None, search=None, score=score)
+    def _unsearched(self, plan: CompilePlan, ctx: StageContext, rules: list[Rule], score: Score | None) -> Choice:
+        """Refinement's list as it stands (less what the data refused), scored on dev unless `score` is known
+        (a cache hit when refinement scored the same prompt)."""
+        score = score or ctx.scorer.score(Prompt(rules=[r.text for r in rules]), plan.dev)
+        return Choice(pool=rules, selection=None, search=None, score=score)
 
-    def _contributions(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog,
-                       choice: Choice) -> dict[str, float] | None:
+    def _earn(self, plan: CompilePlan, ctx: StageContext, usage: UsageLog,
+              choice: Choice) -> tuple[Choice, Earned | None]:
+        """The chosen prompt without the rules that add nothing on it, and what each rule that ships adds."""
         if not plan.params.contribution:
-            return None
+            return choice, None
         selection = choice.selection if choice.selection is not None else [Selection(rule_id=r.id)
                                                                             for r in choice.pool]
         with usage.stage("contribution", ctx.scorer):
-            return rule_contributions(ctx.scorer, choice.pool, selection, plan.task.label_field, plan.dev,
-                                      choice.score.macro_f1)
+            earned = earn_places(ctx.scorer, choice.pool, selection, plan.task.label_field, plan.dev, choice.score)
+        if not earned.dropped:
+            return choice, earned
+        return replace(choice, selection=earned.selection, score=earned.score), earned
 
     def _finish(self, plan: CompilePlan, rules: RuleSet, mined: MineResult, baseline: Score | None,
                 score: Score) -> dspy.Module:

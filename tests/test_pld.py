@@ -62,7 +62,10 @@ def test_edited_rules_apply_without_mining(teacher, student, data, tmp_path):
     PLD(teacher=teacher, n_clusters=1, out_dir=tmp_path, max_refine_iters=0).compile(
         program, trainset=train, valset=dev)
     rules = RuleSet.load(tmp_path / "rules.json")
-    rules.rules = [r for r in rules.rules if "church" not in r.text]  # a reviewer deletes the religion rule
+    gone = {r.id for r in rules.rules if "church" in r.text}
+    rules.rules = [r for r in rules.rules if r.id not in gone]  # a reviewer deletes the religion rule
+    if rules.selection is not None:  # ... and its place in the prompt
+        rules.selection = [s for s in rules.selection if s.rule_id not in gone]
     edited = apply_rules(program, rules)
     preds = [edited(sentence=ex.sentence).label for ex in dev]
     religion = [p for p, ex in zip(preds, dev) if ex.label == "religion"]
@@ -141,9 +144,11 @@ def test_each_rule_gets_its_measured_contribution_and_a_harmful_rule_is_flagged(
     rules = RuleSet.load(tmp_path / "rules.json")
     worth = {r.label: r.contribution for r in rules.rules}
     assert worth["gender"] > 0 and worth["religion"] > 0
-    assert worth["race"] == 0  # the scripted student answers race by default: that rule is redundant
+    # The scripted student answers race by default: that rule adds nothing, so it is dropped, not shipped.
+    assert worth["race"] is None and [r.gate for r in rules.refusals if r.stage == "earn"] == ["no_gain"]
     contribution = next(u for u in rules.usage if u.stage == "contribution")
-    assert contribution.lm_calls == len(rules.rules) * len(dev)
+    assert contribution.lm_calls >= len(rules.rules) * len(dev)
+    rules.selection = None  # the reviewer puts every rule back, to measure them below
 
     # A reviewer adds a rule that steals religion items first: its contribution is negative and flagged.
     rules.rules.insert(0, Rule(id="BAD", text="If the sentence mentions church, answer gender."))
@@ -182,7 +187,7 @@ def test_compile_from_python_with_a_local_teacher_string(student, data, monkeypa
     monkeypatch.setattr(dspy, "cache", dspy.clients.Cache(enable_disk_cache=False, enable_memory_cache=False,
                                                           disk_cache_dir="", memory_max_entries=0))
     pld = PLD(teacher="local/smollm2-135m", max_train_examples=2, n_clusters=1, max_refine_iters=0,
-              contribution=False, **PAPER)
+              contribution=False, verify_per_label=0, **PAPER)  # the scripted student reads no 135M condition
     compiled = pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
     mine = next(u for u in pld.usage_ if u.stage == "mine")
     assert mine.by_model == {"local/smollm2-135m": 2} and mine.failures == 0
@@ -190,3 +195,96 @@ def test_compile_from_python_with_a_local_teacher_string(student, data, monkeypa
     mining = [p for p in prompts if ExplainLabel.__doc__[:60] in p]
     assert len(mining) == 2 and all("[[ ## gold_label ## ]]" in p for p in mining)
     assert compiled.pld_rules.rules
+
+
+def test_the_data_check_refuses_a_false_rule_and_every_shipped_rule_carries_its_figures(student, data, tmp_path):
+    """A merged rule for race that names gender's cues answers race for gender items: the student, asked
+    whether its condition holds on train items, says yes only for gender ones, so the data refuses it."""
+    from conftest import teacher_respond
+
+    from pld_optim.testing import scripted_lm
+
+    def respond(system, user):
+        answer = teacher_respond(system, user)
+        if "Merge labelling rules that all lead" in " ".join(system.split()) and "answer race" in answer["instruction"]:
+            return {"instruction": "If the sentence mentions she or mother, answer race.", "phrasings": []}
+        return answer
+
+    train, dev = data
+    pld = PLD(teacher=scripted_lm(respond, "teacher"), n_clusters=1, max_refine_iters=0, out_dir=tmp_path,
+              verify_per_label=4, **PAPER)
+    pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    rules = RuleSet.load(tmp_path / "rules.json")
+    data_refusals = [r for r in rules.refusals if r.stage == "verify"]
+    assert [r.text for r in data_refusals] == ["If the sentence mentions she or mother, answer race."]
+    assert data_refusals[0].gate == "data" and "held for 0 of 4 race items" in data_refusals[0].reason
+    assert "precision 0.00" in data_refusals[0].reason  # gender items with "she" or "mother" said yes
+    assert all("answer race" not in r.text for r in rules.rules)
+    assert rules.rules and all(r.precision == 1.0 and r.coverage and r.evidence for r in rules.rules)
+    verify = next(u for u in rules.usage if u.stage == "verify")
+    assert verify.lm_calls == 3 * 4 * 3  # three merged rules x 4 train items x 3 labels
+    assert "checked on train: precision 1.00" in (tmp_path / "report.md").read_text()
+    assert "train precision 1.00" in (tmp_path / "review.html").read_text()
+
+
+def test_no_data_check_when_verify_per_label_is_0(teacher, student, data):
+    train, dev = data
+    pld = PLD(teacher=teacher, n_clusters=1, max_refine_iters=0, verify_per_label=0, **PAPER)
+    pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    assert not any(u.stage == "verify" for u in pld.usage_)
+    assert pld.rules_.rules and all(r.precision is None for r in pld.rules_.rules)
+
+
+def test_a_rule_that_adds_nothing_is_dropped_and_the_report_says_what_rules_and_demos_add(student, data, tmp_path):
+    """A fourth rule no dev item triggers adds nothing: at equal dev F1 the shorter prompt ships, the rule is
+    listed as dropped, and report.md states what the rules add beside the worked examples and vice versa."""
+    from conftest import teacher_respond
+
+    from pld_optim.testing import scripted_lm
+
+    def respond(system, user):
+        answer = teacher_respond(system, user)
+        if "Merge labelling rules that all lead" in " ".join(system.split()) and "answer race" in answer["instruction"]:
+            return {"instruction": answer["instruction"], "phrasings": []}
+        return answer
+
+    train, dev = data
+    pld = PLD(teacher=scripted_lm(respond, "teacher"), n_clusters=1, max_refine_iters=0, out_dir=tmp_path,
+              max_demos=1, verify_per_label=0, mining="label", refinement="rewrite")
+    pld.compile(dspy.Predict(Classify), trainset=train, valset=dev)
+    rules = RuleSet.load(tmp_path / "rules.json")
+    # race is the student's default answer: its rule changes no answer, so it adds nothing and is dropped.
+    dropped = [r for r in rules.refusals if r.stage == "earn"]
+    assert [r.gate for r in dropped] == ["no_gain"] and "answer race" in dropped[0].text
+    assert all("answer race" not in text for text in rules.active_rules()) and len(rules.active_rules()) == 2
+    assert rules.dev_macro_f1 == pytest.approx(1.0)
+    assert all(r.contribution > 0 for r in rules.rules if r.contribution is not None)
+    # No worked example is shown (no search): nothing to measure the rules beside.
+    assert rules.rules_beside_demos is None and rules.demos_beside_rules is None
+
+
+def test_what_rules_add_beside_worked_examples_and_back(student, data):
+    """earn_places on a prompt with a worked example: the rules' and the demos' worth beside each other."""
+    from pld_optim.evaluation.task import resolve_task
+    from pld_optim.records import Selection
+    from pld_optim.rules import DemoExample, Rule
+    from pld_optim.stages.contribution import earn_places
+
+    train, dev = data
+    she = next(ex for ex in train if " she " in ex.sentence)
+    rule = Rule(id="G", text="If the sentence mentions she or mother, answer gender.",
+                examples=[DemoExample(id=she.id, inputs={"sentence": she.sentence}, label="gender")])
+    program = dspy.Predict(Classify)
+    scorer = Scorer(program, resolve_task(program), lm=student)
+    selection = [Selection(rule_id="G", demos=[0])]
+    full = scorer.score(Prompt_of(rule, selection), dev)
+    earned = earn_places(scorer, [rule], selection, "label", dev, full)
+    # The scripted student follows rules and ignores demos: the rule is all the gain, the demo none of it.
+    assert earned.rules_beside_demos > 0 and earned.demos_beside_rules == 0
+    assert earned.selection == selection and earned.contributions["G"] > 0
+
+
+def Prompt_of(rule, selection):
+    from pld_optim.rules import prompt_of
+
+    return prompt_of([rule], selection, "label")

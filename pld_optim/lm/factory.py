@@ -241,3 +241,16 @@ def lm_identity(lm) -> dict:
     kwargs = getattr(lm, "kwargs", {}) or {}
     return {"model": getattr(lm, "model", str(lm)), "temperature": kwargs.get("temperature"),
             "max_tokens": kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")}
+
+
+def resolve_teacher(teacher, seed: int) -> dspy.BaseLM:
+    """PLD's teacher: a model string, an LM, or (as DSPy's `teacher=`) a program, whose predictors' LM it is;
+    else the configured LM. A sampling teacher is seeded per rollout, so its samples still hit the cache."""
+    if isinstance(teacher, dspy.Module):
+        teacher = next((p.lm for p in teacher.predictors() if p.lm is not None), None) or dspy.settings.lm
+    lm = as_lm(teacher) or dspy.settings.lm
+    if lm is None:
+        raise ValueError("PLD: no teacher; pass teacher='provider/model' or a dspy.LM, or dspy.configure(lm=...)")
+    if (lm.kwargs.get("temperature") or 0) > 0:
+        lm = lm.copy(rollout_id=seed)
+    return lm

@@ -74,10 +74,16 @@ def field_value(user: str, name: str) -> str:
 def rule_follower(default: str, field: str = "sentence") -> Callable[[str, str], dict]:
     """A student that applies the first numbered rule 'If the sentence mentions X or Y, answer L.' whose
     cue occurs in the input, else answers `default`: its accuracy is a known function of which rules are
-    in its system prompt, in which order and wording."""
+    in its system prompt, in which order and wording. Asked whether a rule's condition "... mentions X or Y"
+    holds (PLD's data check), it answers yes when a cue occurs in the input."""
 
     def respond(system: str, user: str) -> dict:
         text = f" {field_value(user, field)} "
+        if "Answer yes if the condition holds for the item" in " ".join(system.split()):  # PLD's data check
+            # "the sentence mentions X or Y", "... description: sentences with X or Y"
+            named = re.search(r"(?:mentions|with) (.+)$", field_value(user, "condition"))
+            cues = named.group(1).split(" or ") if named else []
+            return {"holds": "yes" if any(f" {cue} " in text for cue in cues) else "no"}
         for cues, label in _NUMBERED_RULE.findall(system):
             if any(f" {cue} " in text for cue in cues.split(" or ")):
                 return {"label": label}

@@ -157,7 +157,9 @@ def test_text_from_data_and_teacher_is_never_executed(tmp_path, student):
 
     rows = [dspy.Example(id=str(i), sentence=f"{payload} she {i}" if i % 2 else f"{{{payload}}} x {i}",
                          label="gender" if i % 2 else "race").with_inputs("sentence") for i in range(12)]
-    pld = PLD(teacher=scripted_lm(payload_teacher), n_clusters=1, out_dir=tmp_path, max_refine_iters=1)
+    # No data check: its scripted student cannot read these conditions, and the rules must reach the folder.
+    pld = PLD(teacher=scripted_lm(payload_teacher), n_clusters=1, out_dir=tmp_path, max_refine_iters=1,
+              verify_per_label=0)
     pld.compile(dspy.Predict(Sig), trainset=rows[:8], valset=rows[8:])
     assert not marker.exists()
     rules = RuleSet.load(tmp_path / "rules.json")

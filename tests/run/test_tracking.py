@@ -57,7 +57,9 @@ def test_a_cli_compile_logs_a_run_to_a_local_store(tmp_path, monkeypatch):
     quickstart = Path(pld_optim.__file__).parent / "configs" / "quickstart.yaml"
     cfg = yaml.safe_load(quickstart.read_text())
     cfg["data"].update(train_limit=16, dev_limit=6)
-    cfg["pld"].update(max_train_examples=8, max_refine_iters=1, refine_examples=6, contribution=True)
+    # No data check: this student cannot read the generic teacher's conditions, and the search must run.
+    cfg["pld"].update(max_train_examples=8, max_refine_iters=1, refine_examples=6, contribution=True,
+                      verify_per_label=0)
     cfg["search"].update(n_trials=3, minibatch_size=6)
     cfg["student"]["model"], cfg["teacher"]["model"] = "student", "teacher"
     cfg["tracking"] = {"uri": uri, "experiment": "pld-test"}
@@ -115,6 +117,7 @@ def test_compare_logs_a_parent_run_with_one_child_per_optimizer(tmp_path, monkey
     (tmp_path / "compare.md").write_text("# compare\n")
     rows = [{"optimizer": name, "seeds": 1, "macro_f1": f1, "ci": (f1 - 0.1, f1 + 0.1), "accuracy": f1,
              "latency_s": 0.1, "output_tokens": 2.0, "prompt_tokens": 100.0, "compile_calls": 3,
+             "lm_calls": 3, "billed_calls": 3,
              "compile_tokens": 50.0, "compile_seconds": 1.0, "per_class_f1": {"a+b": f1}, "errors": []}
             for name, f1 in (("zero-shot", 0.4), ("pld", 0.7))]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
