@@ -161,3 +161,17 @@ class JsonlLog:
                 fh.write(record.model_dump_json() + "\n")
         except OSError as exc:
             raise WriteError(self.path, exc) from exc
+
+
+def check_place(path: Path, what: str) -> None:
+    """The folder, or its first existing parent, must be a writable folder; a link to nothing is named."""
+    for place in (path, *path.parents):
+        if place.is_symlink() and not place.exists():
+            raise ValueError(f"{what} {path}: {place} is a symbolic link to {os.readlink(place)}, which does not "
+                             "exist; create that folder, or give another")
+        if place.exists():
+            if not place.is_dir():
+                raise ValueError(f"{what} {path}: {place} is a file, not a folder")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise ValueError(f"{what} {path}: {place} is not writable")
+            return

@@ -3,14 +3,13 @@
 Resuming is a feature (the mined rules, the LM cache and the Optuna study pick up where an interrupted
 compile stopped), so the folder must prove it is the *same* run:
 
-- `fingerprint.json` records what produced it (data ids and gold labels, teacher, student, the parameters
-  that change results, the seed). A compile with another fingerprint is refused with what differs, never
-  mixed in.
+- `fingerprint.json` records what produced it (data, task, teacher, student, the parameters that change
+  results, the seed). A compile with another fingerprint is refused with what differs, never mixed in.
 - `.pld.lock` (a `filelock.FileLock`) is held by everything that writes the folder: compile (CLI and
   `PLD(out_dir=...)`), pick, ablate, report, compare, and `RunFolder.save` and `RunFolder.clear` from Python.
   The operating system releases it when its process ends, so a crash leaves no stale lock.
-- A folder that holds files a compile writes (report.md, program.json, ...) but no fingerprint.json was
-  not written by a compile: they may be the user's own, so nothing is written there and nothing removed.
+- Files a compile writes (report.md, ...) in a folder with no fingerprint.json may be the user's own: nothing
+  is written there and nothing removed.
 - `.pld.written.json` records what each command wrote (pld_optim.run.written): an artifact a person edited
   since (the README invites editing rules.json) is never replaced or removed, and a rules.json that pick or
   ablate wrote is not undone by a compile. Each refusal names the file and how to keep or discard it.
@@ -18,8 +17,8 @@ compile stopped), so the folder must prove it is the *same* run:
   sub-run in it, `<optimizer>-seed<N>/` (pld-seed0/, pld-rules-only-seed0/, ...; `SUB_RUN`), whether it exists
   yet or not: a compile there is refused (only the compare holding the compare folder compiles into it), and
   `--fresh` removes nothing from either.
-- The artifacts are rendered first, then written to temporary files, then moved into place together: a
-  rendering error or a full disk changes none of them, leaves no temporary file, and says so.
+- The artifacts are rendered, written to temporary files, then moved into place together: a rendering
+  error or a full disk changes none of them, leaves no temporary file, and says so.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import re
 import shutil
 from contextlib import contextmanager
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import filelock
 
-from pld_optim.files import FileFormatError, JsonlLog, Staged, WriteError, atomic_write_text, read_json
+from pld_optim.files import FileFormatError, JsonlLog, Staged, WriteError, atomic_write_text, check_place, read_json
 from pld_optim.records import MinedRule
 from pld_optim.run.artifacts import render_artifacts
 from pld_optim.run.cache import clear_cache, foreign_in_cache, resume_hint
@@ -102,7 +100,7 @@ class RunFolder:
         """Before any LM call, creating nothing: a folder under a file, a dangling link, a read-only place, a
         folder another command's run is in, an artifact a person edited, or a folder that holds someone
         else's files under the names this command writes fails now (in a dry run too)."""
-        _check_place(self.path, what)
+        check_place(self.path, what)
         self._refuse_other_owner(what)  # a compare's sub-run, even one not written yet, is refused here too
         if (self.path / FINGERPRINT).exists():
             if self.command == "compile":
@@ -177,7 +175,7 @@ class RunFolder:
                                     f"{resume_hint()}")
         if not create and not self.path.is_dir():
             raise FileNotFoundError(f"{self.path} does not exist or is not a folder")
-        _check_place(self.path, "the output folder")
+        check_place(self.path, "the output folder")
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             lock.acquire()
@@ -300,17 +298,3 @@ def _lock(folder: Path) -> filelock.FileLock:
     """The folder's lock: one object per folder in this process (filelock's singleton), so whether this process
     holds a folder (a compare compiling into its sub-run) is the lock's own `is_locked`."""
     return filelock.FileLock(folder.resolve() / LOCK, timeout=0, is_singleton=True)
-
-
-def _check_place(path: Path, what: str) -> None:
-    """The folder, or its first existing parent, must be a writable folder; a link to nothing is named."""
-    for place in (path, *path.parents):
-        if place.is_symlink() and not place.exists():
-            raise ValueError(f"{what} {path}: {place} is a symbolic link to {os.readlink(place)}, which does not "
-                             "exist; create that folder, or give another")
-        if place.exists():
-            if not place.is_dir():
-                raise ValueError(f"{what} {path}: {place} is a file, not a folder")
-            if not os.access(place, os.W_OK | os.X_OK):
-                raise ValueError(f"{what} {path}: {place} is not writable")
-            return

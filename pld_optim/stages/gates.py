@@ -28,6 +28,7 @@ from pld_optim.stages.rule_form import (
     example_pointer,
     foreign_language,
     foreign_script,
+    loops,
     markdown,
     no_answer,
     no_condition,
@@ -192,14 +193,6 @@ def fragment(text: str, min_words: int = 5, max_words: int = 80) -> str | None:
             return f"a fragment: unbalanced {a}{b}"
     if stripped[-1] in ",;:-(" or words[-1].lower() in _DANGLING or stripped.endswith(("…", "...")):
         return "a fragment: ends mid-clause"
-    return None
-
-
-def loops(text: str, min_words: int = 16, min_distinct: float = 0.45) -> str | None:
-    """Small teachers loop ("It is about gender. It is about gender. ..."); such text is no rule."""
-    words = text.lower().split()
-    if len(words) >= min_words and len(set(words)) / len(words) < min_distinct:
-        return "repeats itself (a looping teacher)"
     return None
 
 

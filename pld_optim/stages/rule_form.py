@@ -269,3 +269,11 @@ def no_condition(text: str, labels: Sequence[str]) -> str | None:
         if how == "copula" and len(subject) >= 3 and _MODIFIER & set(subject) and content:
             return None
     return "states no condition on the input (say when it applies: 'If ..., answer <label>.')"
+
+
+def loops(text: str, min_words: int = 16, min_distinct: float = 0.45) -> str | None:
+    """Small teachers loop ("It is about gender. It is about gender. ..."); such text is no rule."""
+    words = text.lower().split()
+    if len(words) >= min_words and len(set(words)) / len(words) < min_distinct:
+        return "repeats itself (a looping teacher)"
+    return None

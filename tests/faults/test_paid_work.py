@@ -130,12 +130,15 @@ def test_a_dangling_symlink_for_out_fails_the_dry_run(tmp_path, scripted_cli, wh
         code, _, err = cli("compile", str(config), "--out", str(out), *dry)
         assert code == 2 and f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err, err
         assert "File exists" not in err
-    teacher = scripted_lm(teacher_respond, "teacher")
-    with dspy.context(lm=scripted_lm(student_respond, "student")):
+    assert lms.calls("student") == lms.calls("teacher") == 0 and not (tmp_path / "gone").exists()
+    # In Python: the LMs compile is given (not the CLI's) are the ones that must not be called.
+    teacher, student = scripted_lm(teacher_respond, "teacher"), scripted_lm(student_respond, "student")
+    with dspy.context(lm=student):
         with pytest.raises(ValueError, match="is a symbolic link to .*which does not exist"):
             PLD(teacher=teacher, out_dir=out).compile(dspy.Predict(Classify), trainset=make_examples(30),
                                                       valset=make_examples(12, offset=100))
-    assert lms.calls("student") == teacher._engine_spec.calls == 0 and not (tmp_path / "gone").exists()
+    assert student._engine_spec.calls == teacher._engine_spec.calls == 0
+    assert lms.calls("student") == lms.calls("teacher") == 0 and not (tmp_path / "gone").exists()
 
 
 def test_review_html_that_cannot_be_rendered_changes_no_artifact(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from pathlib import Path
 import dspy
 import pytest
 from conftest import Classify, make_examples, student_respond, teacher_respond
-from harness import CLI_MODULES, cli, write_config
+from harness import CLI_MODULES, cli, scripted_cli, write_config  # noqa: F401 - a fixture
 
 from pld_optim import PLD
 from pld_optim.cli.common import lm_from_config
@@ -175,6 +175,44 @@ def test_a_bad_timeout_is_named_before_any_call(tmp_path, section, expected):
         config.write_text(config.read_text().replace("'.inf'", ".inf"))
     with pytest.raises(ValueError, match=expected):
         load_config(config)
+
+
+@pytest.mark.parametrize("command", ["compile", "evaluate"])
+@pytest.mark.parametrize("role", ["student", "teacher"])
+@pytest.mark.parametrize(("setting", "value"), [("timeout", "0"), ("timeout", "-1"), ("timeout", ".inf"),
+                                                ("retries", "-1")])
+def test_a_bad_timeout_in_the_config_stops_the_cli_before_any_call(tmp_path, scripted_cli, command, role,  # noqa: F811
+                                                                   setting, value):
+    """The same check through the commands a user runs: exit 2, one line naming the section's setting, and
+    neither scripted LM called (a dry run spends nothing anyway; evaluate would call the student)."""
+    lms = scripted_cli()
+    config = write_config(tmp_path, **{role: {setting: "BAD"}})
+    config.write_text(config.read_text().replace(f"{setting}: BAD", f"{setting}: {value}"))
+    out = tmp_path / "run"
+    argv = (["compile", str(config), "--out", str(out), "--dry-run"] if command == "compile"
+            else ["evaluate", str(config), "--program", "none"])
+    code, stdout, err = cli(*argv)
+    assert code == 2, err
+    line = error_line(err)
+    assert f"{role}.{setting}" in line and str(config) in line, line
+    other = "teacher" if role == "student" else "student"
+    assert f"{other}.{setting}" not in line, line
+    assert lms.calls("student") == lms.calls("teacher") == 0
+    assert not out.exists() and stdout == ""
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"timeout": 0}, r"^timeout must be a positive number of seconds, got 0$"),
+    ({"timeout": -1}, r"^timeout must be a positive number of seconds, got -1$"),
+    ({"timeout": float("inf")}, r"^timeout must be a positive number of seconds, got inf$"),
+    ({"retries": -1}, r"^retries must be a whole number from 0 to 10, got -1$")])
+def test_make_lm_refuses_a_bad_timeout_before_any_call(silent, kwargs, expected):
+    """In Python the LM is made before any call: a bad setting fails there, by name, not on the first call
+    (litellm's own error for a zero timeout, or a stall after no wait at all)."""
+    with pytest.raises(ValueError, match=expected):
+        make_lm("openai/x", api_base=silent.url + "/v1", **kwargs)
+    time.sleep(0.2)  # a connection the constructor started would have been accepted by now
+    assert silent.accepted == []
 
 
 def test_a_longer_timeout_replays_the_calls_a_shorter_one_paid_for():

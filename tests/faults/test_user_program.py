@@ -22,6 +22,7 @@ from conftest import Classify, make_examples, student_respond, teacher_respond
 import pld_optim.plan
 from pld_optim import PLD, Prompt, Scorer
 from pld_optim.evaluation.task import resolve_task
+from pld_optim.program import PLD_DEMO
 from pld_optim.records import Selection
 from pld_optim.rules import DEFAULT_PREAMBLE
 from pld_optim.testing import scripted_lm
@@ -54,13 +55,24 @@ def test_the_program_s_own_demos_are_kept_before_pld_s(caplog):
     program = with_user_demo()
     built = Scorer(program, resolve_task(program)).build(Prompt(rules=[], demos=[pld_demo]))
     assert demo_texts(built) == [USER_DEMO.sentence, pld_demo.sentence]  # old main: the user's demo replaced
+    assert program.predictors()[0].demos == [USER_DEMO]  # build works on a copy
 
     caplog.set_level(logging.WARNING, logger="pld_optim")
-    compiled, pld = compile_(with_user_demo(), max_demos=2, search={"n_trials": 6, "minibatch_size": 6})
+    given = with_user_demo()
+    own = given.predictors()[0]
+    signature, instructions = own.signature, own.signature.instructions
+    compiled, pld = compile_(given, max_demos=2, search={"n_trials": 6, "minibatch_size": 6})
     shown = [d["sentence"] for d in (pld.rules_.prompt().demos or [])]
     assert shown and demo_texts(compiled) == [USER_DEMO.sentence, *shown]
+    assert PREAMBLE in compiled.predictors()[0].signature.instructions
     assert "carries 1 demo" in caplog.text and "kept" in caplog.text
-    assert program.predictors()[0].demos == [USER_DEMO]  # the user's program itself is untouched
+    # The program given to compile is untouched: its one demo, unmarked (PLD marks only copies of its own),
+    # and its signature and instructions (`.instructions =` on the shared class would leak the rule block).
+    assert compiled is not given and given.predictors()[0] is own
+    assert own.demos == [USER_DEMO] and own.demos[0].get(PLD_DEMO) is None
+    assert dict(own.demos[0].items()) == {"sentence": USER_DEMO.sentence, "label": "religion"}
+    assert own.signature is signature and own.signature.instructions == instructions == Classify.__doc__.strip()
+    assert PREAMBLE not in Classify.instructions
 
 
 def test_reapplying_rules_replaces_only_the_demos_pld_put_there(tmp_path):

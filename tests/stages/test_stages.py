@@ -12,10 +12,11 @@ from pld_optim.files import JsonlLog
 from pld_optim.records import MinedRule
 from pld_optim.rules import Confusion, Rule
 from pld_optim.stages.cluster import TfidfEmbedder, cluster_vectors
-from pld_optim.stages.gates import copies, loops
+from pld_optim.stages.gates import copies
 from pld_optim.stages.merge import dedupe
 from pld_optim.stages.mine import contrastive_sample, mine
 from pld_optim.stages.refine import refine
+from pld_optim.stages.rule_form import loops
 from pld_optim.testing import ScriptedEngine
 
 CLUSTERING = dict(n_clusters=None, max_clusters=6, eps=0.4, min_samples=6, min_cluster_size=2, seed=0)
