@@ -25,7 +25,7 @@ import dspy
 
 from pld_optim.compare import ALL, CompileCost, Setup, compile_one
 from pld_optim.evaluation.task import resolve_task
-from pld_optim.testing import cue_teacher, field_value, rule_follower, scripted_lm
+from pld_optim.testing import cue_examples, cue_teacher, field_value, rule_follower, scripted_lm
 
 CUES = {"gender": ["she", "mother", "wife"], "religion": ["church", "prayer", "mosque"], "race": ["country", "skin"]}
 LABEL_OF = {cue: label for label, cues in CUES.items() for cue in cues}
@@ -54,14 +54,7 @@ def scripted_teacher(system: str, user: str) -> dict:
 
 
 def examples(n: int, offset: int = 0) -> list[dspy.Example]:
-    labels = list(CUES)
-    out = []
-    for i in range(offset, offset + n):
-        label = labels[i % 3]
-        cue = CUES[label][(i // 3) % len(CUES[label])]
-        out.append(dspy.Example(id=f"ex{i}", sentence=f"Item {i}: the {cue} was mentioned here.", label=label)
-                   .with_inputs("sentence"))
-    return out
+    return cue_examples(CUES, n, offset)
 
 
 def scripted_setup(seed: int) -> Setup:

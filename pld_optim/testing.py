@@ -3,6 +3,15 @@
 They live in `pld_optim.lm.scripted`; this module is their public address.
 """
 
-from pld_optim.lm.scripted import ScriptedEngine, chat_answer, cue_teacher, field_value, rule_follower, scripted_lm
+from pld_optim.lm.scripted import (
+    ScriptedEngine,
+    chat_answer,
+    cue_examples,
+    cue_teacher,
+    field_value,
+    rule_follower,
+    scripted_lm,
+)
 
-__all__ = ["ScriptedEngine", "chat_answer", "cue_teacher", "field_value", "rule_follower", "scripted_lm"]
+__all__ = ["ScriptedEngine", "chat_answer", "cue_examples", "cue_teacher",
+           "field_value", "rule_follower", "scripted_lm"]

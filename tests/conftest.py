@@ -7,7 +7,7 @@ from typing import Literal
 import dspy
 import pytest
 
-from pld_optim.testing import cue_teacher, rule_follower, scripted_lm
+from pld_optim.testing import cue_examples, cue_teacher, rule_follower, scripted_lm
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -32,14 +32,7 @@ class Sentiment(dspy.Signature):
 
 
 def make_examples(n: int, offset: int = 0) -> list[dspy.Example]:
-    out = []
-    labels = list(CUES)
-    for i in range(offset, offset + n):
-        label = labels[i % 3]
-        cue = CUES[label][(i // 3) % len(CUES[label])]
-        out.append(dspy.Example(id=f"ex{i}", sentence=f"Item {i}: the {cue} was mentioned here.", label=label)
-                   .with_inputs("sentence"))
-    return out
+    return cue_examples(CUES, n, offset)
 
 
 teacher_respond = cue_teacher(CUES)

@@ -92,6 +92,18 @@ def rule_follower(default: str, field: str = "sentence") -> Callable[[str, str],
     return respond
 
 
+def cue_examples(cues: dict[str, list[str]], n: int, offset: int = 0) -> list[dspy.Example]:
+    """`n` examples of a cue-word task (`cues`: label -> its words), labels in turn, each sentence naming one cue:
+    the data `cue_teacher` mines and `rule_follower` answers."""
+    labels, out = list(cues), []
+    for i in range(offset, offset + n):
+        label = labels[i % len(labels)]
+        cue = cues[label][(i // len(labels)) % len(cues[label])]
+        out.append(dspy.Example(id=f"ex{i}", sentence=f"Item {i}: the {cue} was mentioned here.", label=label)
+                   .with_inputs("sentence"))
+    return out
+
+
 def cue_teacher(cues: dict[str, list[str]], phrasing: Callable[[list[str], str], str] | None = None,
                 ) -> Callable[[str, str], dict]:
     """A teacher for a task whose truth is one cue word per example (`cues`: label -> its words): it mines
