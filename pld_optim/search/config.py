@@ -28,8 +28,12 @@ class SearchConfig(BaseModel):
         "tpe", description="tpe (measured best on real compiles: docs/results.md); local: edits of the best prompt "
                            "so far; random; or any Optuna sampler object (Python). multi_objective with a name uses "
                            "NSGA-II", json_schema_extra=NEUTRAL)
-    pruner: Literal["median", "none"] | optuna.pruners.BasePruner = Field(
-        "median", description="or any Optuna pruner object (Python)", json_schema_extra=NEUTRAL)
+    pruner: Literal["incumbent", "median", "none"] | optuna.pruners.BasePruner = Field(
+        "incumbent", description="incumbent: stop a trial the best one so far beats on the dev examples both "
+                                 "answered (a paired bootstrap, pld_optim.search.pruner); median: Optuna's; or any "
+                                 "Optuna pruner object (Python)", json_schema_extra=NEUTRAL)
+    prune_confidence: float = Field(0.9, ge=0.5, lt=1, description="incumbent pruner: how sure it must be",
+                                    json_schema_extra=NEUTRAL)
     n_startup_trials: int = Field(8, ge=0, json_schema_extra=NEUTRAL)
     storage: str | optuna.storages.BaseStorage | None = Field(
         None, description="Optuna storage URL or object; default sqlite in out_dir, else memory",

@@ -33,6 +33,7 @@ from pld_optim.records import Candidate, SearchResult, Selection
 from pld_optim.rules import Prompt, Rule, prompt_of
 from pld_optim.search.config import SearchConfig
 from pld_optim.search.plots import save_plots
+from pld_optim.search.pruner import ANSWERS, IncumbentPruner
 from pld_optim.search.sampler import LocalSearchSampler
 from pld_optim.search.space import Space
 from pld_optim.search.storage import open_storage, search_setup, storage_url, study_name_for
@@ -146,8 +147,11 @@ class PromptSearch:
 
     def _score(self, trial, prompt, examples, done=()) -> list[Outcome]:
         outcomes = self.scorer.outcomes(prompt, examples)
-        trial.set_user_attr("student_calls", len(done) + len(outcomes))
-        trial.set_user_attr("errors", _errors([*done, *outcomes]))
+        answered = [*done, *outcomes]
+        index = {label: i for i, label in enumerate(self.scorer.task.labels)}
+        trial.set_user_attr("student_calls", len(answered))
+        trial.set_user_attr("errors", _errors(answered))
+        trial.set_user_attr(ANSWERS, [index.get(o.pred, -1) for o in answered])  # what IncumbentPruner pairs
         return outcomes
 
     @staticmethod
@@ -230,9 +234,14 @@ class PromptSearch:
         config = self.config
         if isinstance(config.pruner, optuna.pruners.BasePruner):
             return config.pruner
-        if config.pruner == "median" and not config.multi_objective:
+        if config.multi_objective or config.pruner == "none":
+            return optuna.pruners.NopPruner()
+        if config.pruner == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
-        return optuna.pruners.NopPruner()
+        index = {label: i for i, label in enumerate(self.scorer.task.labels)}
+        gold = [index[str(ex[self.scorer.task.label_field])] for chunk in self.chunks for ex in chunk]
+        return IncumbentPruner(gold, len(index), confidence=config.prune_confidence,
+                               min_examples=min(config.minibatch_size, len(gold)), seed=self.seed)
 
     def _result(self, study: optuna.Study) -> SearchResult:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -249,3 +249,39 @@ def test_optuna_sampler_and_pruner_objects_are_used_as_given():
     assert result.sampler == "Counting"
     with pytest.raises(ValueError, match="sampler"):
         SearchConfig(sampler="tp")
+
+
+def test_the_incumbent_pruner_stops_a_trial_the_best_one_beats_on_the_same_examples():
+    from pld_optim.search.pruner import ANSWERS, IncumbentPruner, macro_f1
+
+    gold = [i % 4 for i in range(48)]
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={ANSWERS: gold}))  # the incumbent: all right
+    pruner = IncumbentPruner(gold, 4, min_examples=16)
+
+    def judged(answers):
+        trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs={ANSWERS: answers})
+        return pruner.prune(study, trial)
+
+    assert macro_f1(gold, gold, 4) == pytest.approx(1.0)
+    assert judged([0] * 16)  # one label for every item: far behind on 16 paired items
+    assert not judged([0] * 8)  # too few items to judge
+    assert not judged(gold[:15] + [1])  # one miss in 16 is chance
+    assert not judged(gold[:24])  # the same answers: never behind
+    # Nothing to compare with yet: the first trial always runs to the end.
+    assert not IncumbentPruner(gold, 4).prune(optuna.create_study(direction="maximize"),
+                                              optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                                                        user_attrs={ANSWERS: [0] * 40}))
+
+
+def test_the_incumbent_pruner_spends_fewer_answers_and_finds_the_same_best_prompt(tmp_path):
+    runs = {}
+    for pruner in ("incumbent", "none"):
+        engine, _, search = harness(None, sampler="tpe", n_trials=16, n_startup_trials=4, pruner=pruner)
+        result, _ = search().run([BAD_START, [Selection(rule_id="R2", variant=1), Selection(rule_id="R1"),
+                                              Selection(rule_id="R4", variant=1)]])
+        runs[pruner] = result, engine.calls
+    (pruned, pruned_calls), (full, full_calls) = runs["incumbent"], runs["none"]
+    assert pruned.n_pruned > 0 and pruned_calls < full_calls
+    assert pruned.best.macro_f1 == pytest.approx(full.best.macro_f1)
+    assert pruned.student_calls == pruned_calls  # a pruned trial's answers are counted where it stopped
