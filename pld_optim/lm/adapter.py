@@ -23,8 +23,9 @@ import dspy
 from dspy.adapters.chat_adapter import field_header_pattern
 from dspy.utils.exceptions import AdapterParseError
 
+from pld_optim.lm.chat import RULE_ANSWER
 from pld_optim.lm.engine import CHAT_FORMAT_SCHEMA
-from pld_optim.lm.factory import supports_grammar
+from pld_optim.lm.factory import engine_of, supports_grammar
 from pld_optim.lm.labels import literal_values, normalize_label
 
 
@@ -56,6 +57,17 @@ def output_schema(signature: type[dspy.Signature]) -> dict | None:
             "schema": {"type": "object", "properties": props, "required": list(props), "additionalProperties": False},
         },
     }
+
+
+def rule_format(lm, signature: type[dspy.Signature], field: str, label: str) -> dict:
+    """The `config=` that holds `field` to one rule answering `label` ("If <condition>, answer <label>."), for
+    the embedded engine: its teacher otherwise writes on after the rule or names another label, paying for
+    tokens the gates then refuse. Other LMs get {} (their schema support has no such form)."""
+    schema = output_schema(signature) if engine_of(lm) is not None else None
+    if schema is None:
+        return {}
+    schema["json_schema"]["schema"]["properties"][field][RULE_ANSWER] = label
+    return {"response_format": schema}
 
 
 _CONSTRAINED: contextvars.ContextVar[bool] = contextvars.ContextVar("pld_label_adapter_constrained", default=False)

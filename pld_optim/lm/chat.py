@@ -75,6 +75,11 @@ ws ::= [ \n]{0,2}''',
 }
 _GBNF_REF = {"string": "text", "integer": "int", "array": "list"}
 COMPLETED = "\n\n[[ ## completed ## ]]"
+# A string property with this key is one rule that ends in the key's label: "If <condition>, answer <label>."
+# The condition is one clause of prose (no sentence end, no brackets), so generation stops where the rule
+# does, and a rule with no condition, another label or a second sentence cannot be written at all.
+RULE_ANSWER = "x-rule-answer"
+_RULE_CONDITION = 'cond ::= [A-Za-z] [^\\n\\[\\]`{}.;:!?]{8,240}'
 
 
 def chat_grammar(schema: dict) -> tuple[str, str, str]:
@@ -90,6 +95,10 @@ def chat_grammar(schema: dict) -> tuple[str, str, str]:
         if "enum" in prop:
             rules.append(f"f{i} ::= " + " | ".join(json.dumps(str(v)) for v in prop["enum"]))
             ref = f"f{i}"
+        elif RULE_ANSWER in prop:
+            rules.append(f'f{i} ::= "If " cond ' + json.dumps(f", answer {prop[RULE_ANSWER]}."))
+            used.add("rule")
+            ref = f"f{i}"
         else:
             kind = prop.get("type")
             if kind not in _GBNF_REF:
@@ -98,6 +107,6 @@ def chat_grammar(schema: dict) -> tuple[str, str, str]:
             ref = _GBNF_REF[kind]
         header = "" if i == 0 else json.dumps(f"\n\n[[ ## {name} ## ]]\n") + " "
         body.append(header + ref)
-    rules += [_GBNF_VALUES[k] for k in sorted(used)]
+    rules += [_RULE_CONDITION if k == "rule" else _GBNF_VALUES[k] for k in sorted(used)]
     prefix = f"[[ ## {fields[0][0]} ## ]]\n"
     return prefix, "root ::= " + " ".join(body) + "\n" + "\n".join(rules), COMPLETED

@@ -14,12 +14,13 @@ import dspy
 import numpy as np
 from dspy.utils.parallelizer import ParallelExecutor
 
+from pld_optim.lm.adapter import rule_format
 from pld_optim.records import MinedRule, Refusal, StageResult
 from pld_optim.rules import DemoExample, Rule
 from pld_optim.stages.cluster import ClusterResult
 from pld_optim.stages.context import StageContext
 from pld_optim.stages.gates import Gate
-from pld_optim.stages.rule_form import mentions
+from pld_optim.stages.rule_form import first_answer, mentions
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,11 @@ def merge_clusters(ctx: StageContext, clusters: ClusterResult) -> MergeResult:
         try:
             with dspy.context(lm=ctx.teacher):
                 out = merger(task=task.signature.instructions, labels=", ".join(task.labels), label=label,
-                             rules=texts, n_phrasings=n_phrasings)
+                             rules=texts, n_phrasings=n_phrasings,
+                             config=rule_format(ctx.teacher, MergeRules, "instruction", label))
             if not isinstance(out.phrasings, list):  # one string is one phrasing, never a list of characters
                 raise ValueError(f"phrasings is a {type(out.phrasings).__name__}, not a list")
-            candidates = [with_label(" ".join(str(t).split()), label, gate)
+            candidates = [first_answer(with_label(" ".join(str(t).split()), label, gate), label)
                           for t in [out.instruction, *out.phrasings] if str(t or "").strip()]
         except Exception as exc:  # noqa: BLE001 - a failed merge is counted, never fatal
             logger.warning("cluster %d: merge failed (%s); using its most central rule", c, exc)

@@ -26,10 +26,11 @@ from dspy.utils.parallelizer import ParallelExecutor
 from pld_optim.evaluation.scoring import INVALID
 from pld_optim.evaluation.task import example_id, format_inputs
 from pld_optim.files import JsonlLog
+from pld_optim.lm.adapter import rule_format
 from pld_optim.records import MinedRule, Refusal, StageResult
 from pld_optim.stages.context import StageContext
 from pld_optim.stages.gates import Gate
-from pld_optim.stages.rule_form import first_sentence
+from pld_optim.stages.rule_form import first_answer, first_sentence
 from pld_optim.stages.worked_examples import LABEL_DEMOS, MISTAKE_DEMOS
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,10 @@ def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str,
     if regated:
         logger.info("mine: %d checkpoint rules are refused by today's gates; their examples are mined again", regated)
     ids = [example_id(ex, task.input_fields) for ex in examples]
-    todo = [ex for ex, eid in zip(examples, ids) if eid not in done]
+    # One signature's calls after the other: consecutive calls then share the system prompt and worked
+    # examples, whose KV state the embedded engine keeps, so each call prefills only its own example.
+    todo = sorted((ex for ex, eid in zip(examples, ids) if eid not in done),
+                  key=lambda ex: example_id(ex, task.input_fields) in mistakes)
     if done:
         logger.info("mine: resuming, %d of %d examples already mined", len(examples) - len(todo), len(examples))
     by_label = dspy.Predict(ExplainLabel)
@@ -118,15 +122,17 @@ def mine(ctx: StageContext, examples: list[dspy.Example], *, mistakes: dict[str,
         try:
             with dspy.context(lm=teacher):
                 if wrong is None:
-                    out = by_label(**context, example=shown, gold_label=gold)
+                    out = by_label(**context, example=shown, gold_label=gold,
+                                   config=rule_format(teacher, ExplainLabel, "rule", gold))
                 else:
-                    out = by_mistake(**context, example=shown, gold_label=gold, wrong_label=wrong)
+                    out = by_mistake(**context, example=shown, gold_label=gold, wrong_label=wrong,
+                                     config=rule_format(teacher, ExplainMistake, "rule", gold))
         except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
             record.error = f"{type(exc).__name__}: {exc}"[:500]
         else:
             record.rationale = str(out.rationale or "").strip()
             # Small teachers keep writing after the rule ("In this case, ..."): the rule is its first sentence.
-            record.rule = first_sentence(" ".join(str(out.rule or "").split()))
+            record.rule = first_answer(first_sentence(" ".join(str(out.rule or "").split())), gold)
             record.refusal = _refusal(record, shown, gate) if record.rule else None
             record.error = None if record.rule else "teacher returned no rule"
         if checkpoint is not None:

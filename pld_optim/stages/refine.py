@@ -19,12 +19,13 @@ import random
 import dspy
 
 from pld_optim.evaluation.scoring import Outcome
+from pld_optim.lm.adapter import rule_format
 from pld_optim.records import RefineIteration, Refusal, Selection
 from pld_optim.rules import Confusion, Prompt, Rule, prompt_of
 from pld_optim.stages.context import StageContext
 from pld_optim.stages.feedback import RefineResult, describe, frequent_confusions
 from pld_optim.stages.rewrite import rewrite_rules
-from pld_optim.stages.rule_form import first_sentence
+from pld_optim.stages.rule_form import first_answer, first_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _corrective_rule(ctx: StageContext, current: list[Rule], gold: str, wrong: s
         out = _ask_for_correction(ctx, current, gold, wrong, failed, succeeded, attempt)
         if out is None:
             return None, refusals
-        text = first_sentence(" ".join(str(out.rule or "").split()))
+        text = first_answer(first_sentence(" ".join(str(out.rule or "").split())), gold)
         if not text:  # no rule is a failed call, not a refusal: the next rollout may write one
             continue
         verdict = ctx.gate.check(text, shown, copied_from=[CorrectConfusion.__doc__], label=gold, whose="the correct")
@@ -137,7 +138,8 @@ def _ask_for_correction(ctx: StageContext, current: list[Rule], gold: str, wrong
             return dspy.Predict(CorrectConfusion)(
                 task=ctx.task.signature.instructions, labels=", ".join(ctx.task.labels),
                 rules=[r.text for r in current], gold_label=gold, wrong_label=wrong,
-                failures=describe(failed, ctx), successes=describe(succeeded, ctx))
+                failures=describe(failed, ctx), successes=describe(succeeded, ctx),
+                config=rule_format(teacher, CorrectConfusion, "rule", gold))
     except Exception as exc:  # noqa: BLE001 - a failed teacher call is counted, never fatal
         logger.warning("refine: corrective rule for %s answered %s failed: %s", gold, wrong, exc)
         return None

@@ -40,6 +40,13 @@ def first_sentence(text: str) -> str:
     return text[:match.end()].rstrip() if match else text
 
 
+def first_answer(text: str, label: str) -> str:
+    """A run-on rule ends at its first answer: held to "If <condition>, answer L.", a small teacher writes its
+    qualifications into the condition and answers again ("If X, answer L, even if Y, answer L.")."""
+    clauses = list(re.finditer(r"\banswer\s+" + re.escape(label) + r"(?![\w-])", text, re.IGNORECASE))
+    return text[:clauses[0].end()].rstrip(",;: ") + "." if len(clauses) > 1 else text
+
+
 def several_sentences(text: str) -> str | None:
     """A rule is one sentence; a second one is the teacher explaining itself, or a second rule."""
     text = text.strip()

@@ -84,3 +84,22 @@ def test_a_pickled_lm_carries_its_engine_settings_and_reloads_the_model(gemma):
     assert engine._llama is None  # nothing of the loaded model travelled
     with dspy.context(lm=copy, adapter=LabelAdapter()):
         assert program(sentence="They met at the zqxvtemple.").label == before
+
+
+def test_a_rule_held_to_its_form_is_one_sentence_that_answers_the_given_label():
+    """Mining, merging and correction ask the embedded teacher for one rule answering a known label: the
+    grammar lets it write nothing after the rule, and no other label."""
+    from pld_optim.lm.adapter import rule_format
+    from pld_optim.stages.mine import ExplainLabel
+    from pld_optim.stages.rule_form import first_sentence
+
+    teacher = make_lm("local/gemma3-270m", max_tokens=240, cache=False, n_ctx=2048)
+    config = rule_format(teacher, ExplainLabel, "rule", "religion")
+    assert config["response_format"]["json_schema"]["schema"]["properties"]["rule"]["x-rule-answer"] == "religion"
+    with dspy.context(lm=teacher, adapter=LabelAdapter()):
+        out = dspy.Predict(ExplainLabel)(task="bias type", labels="gender, race, religion",
+                                         example="The people at the temple were praying loudly.",
+                                         gold_label="religion", config=config)
+    assert out.rule.startswith("If ") and out.rule.endswith(", answer religion.")
+    assert first_sentence(out.rule) == out.rule
+    assert rule_format(dspy.LM("openai/gpt-4o-mini"), ExplainLabel, "rule", "religion") == {}  # others: unchanged

@@ -283,3 +283,15 @@ def test_a_rewritten_rule_says_it_came_from_the_rewrite():
     out = carry_provenance(old, revised, lambda texts: np.array([[1.0, 0.0] if "cats" in t else [0.0, 1.0]
                                                                 for t in texts]), 1)
     assert [(r.id, r.stage) for r in out] == [("R1", "cluster"), ("C1.1.2", "rewrite")]
+
+
+def test_a_run_on_rule_ends_at_its_first_answer():
+    from pld_optim.stages.rule_form import first_answer
+
+    run_on = ("If the sentence describes how someone acts because of their job, answer profession, even when it "
+              "seems to be about religion in context, answer Profession.")
+    assert first_answer(run_on, "profession") == ("If the sentence describes how someone acts because of their job, "
+                                                  "answer profession.")
+    kept = "If the sentence names a job, answer profession, even when it also mentions a religion."
+    assert first_answer(kept, "profession") == kept  # one answer: a qualification after it is the rule's own
+    assert first_answer("If X, answer race, or answer religion.", "race") == "If X, answer race, or answer religion."

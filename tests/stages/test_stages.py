@@ -69,6 +69,9 @@ def test_contrastive_mining_shows_the_teacher_the_students_wrong_answer():
     assert "It gave this example a wrong label" in system and "[[ ## wrong_label ## ]]\nrace" in user
     assert "wrong_label" not in asked["ex1"][1]  # the others are mined label-conditioned, as the paper does
     assert len(result.good()) == 3
+    # One signature's calls after the other (they share a prompt prefix the engine keeps); results in input order.
+    assert ["wrong_label" in user for _, user in calls] == [False, False, True]
+    assert [m.example_id for m in result.mined] == ["ex0", "ex1", "ex2"]
 
 
 def test_a_refused_rule_is_kept_with_its_reason():
