@@ -246,9 +246,13 @@ def answered_label(text: str, labels: Sequence[str]) -> str | None:
 
 def several_answers(text: str, labels: Sequence[str]) -> str | None:
     """A rule answers exactly one label. It may name others in its condition ("even if it mentions gender,
-    answer race"), but "answer race, gender or religion" decides nothing."""
+    answer race"), but "answer race, gender or religion" decides nothing, and neither does a condition that
+    gives an answer of its own ("..., answer the corresponding category (gender, race, ...), answer gender.")."""
     said = answers(text, labels)
-    return f"answers several labels ({', '.join(said)}); a rule answers one" if len(said) > 1 else None
+    if len(said) > 1:
+        return f"answers several labels ({', '.join(said)}); a rule answers one"
+    told = re.findall(r"\banswer\b", text, re.IGNORECASE)
+    return "says 'answer' twice; a rule gives one answer" if len(told) > 1 else None
 
 
 def no_answer(text: str, labels: Sequence[str]) -> str | None:

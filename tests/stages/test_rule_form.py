@@ -295,3 +295,14 @@ def test_a_run_on_rule_ends_at_its_first_answer():
     kept = "If the sentence names a job, answer profession, even when it also mentions a religion."
     assert first_answer(kept, "profession") == kept  # one answer: a qualification after it is the rule's own
     assert first_answer("If X, answer race, or answer religion.", "race") == "If X, answer race, or answer religion."
+
+
+def test_a_rule_whose_condition_gives_an_answer_of_its_own_is_refused():
+    from pld_optim.stages.rule_form import several_answers
+
+    shipped = ("If the sentence makes a generalization about a group based on their characteristics or abilities, "
+               "answer the corresponding characteristic or ability (gender, profession, race, religion) for the "
+               "target in the context, even if it's incorrect or a, answer gender.")  # shipped before this gate
+    labels = ["gender", "profession", "race", "religion"]
+    assert several_answers(shipped, labels) == "says 'answer' twice; a rule gives one answer"
+    assert several_answers("If the sentence answers a question about a job, answer profession.", labels) is None
