@@ -24,6 +24,7 @@ from pld_optim.records import RefineIteration, Refusal, Selection
 from pld_optim.rules import Confusion, Prompt, Rule, prompt_of
 from pld_optim.stages.context import StageContext
 from pld_optim.stages.feedback import RefineResult, describe, frequent_confusions
+from pld_optim.stages.gates import Verdict
 from pld_optim.stages.rewrite import rewrite_rules
 from pld_optim.stages.rule_form import first_answer, first_sentence
 
@@ -116,6 +117,8 @@ def _corrective_rule(ctx: StageContext, current: list[Rule], gold: str, wrong: s
             continue
         verdict = ctx.gate.check(text, shown, copied_from=[CorrectConfusion.__doc__], label=gold, whose="the correct")
         if verdict is None:
+            verdict = _repeats(text, current)
+        if verdict is None:
             break
         refusals.append(verdict.refusal("refine", source + (f" (attempt {attempt + 1})" if attempt else ""), text))
     else:
@@ -126,6 +129,13 @@ def _corrective_rule(ctx: StageContext, current: list[Rule], gold: str, wrong: s
                 corrects=Confusion(gold=gold, predicted=wrong, example_ids=ids),
                 examples=[ctx.demo_pool[i] for i in ids if i in ctx.demo_pool][: ctx.params.n_demo_candidates],
                 stage="corrective", origin=f"corrective (refine {iteration}: {gold} answered {wrong})"), refusals
+
+
+def _repeats(text: str, current: list[Rule]) -> Verdict | None:
+    """A corrective rule that says what a rule of the prompt says already adds nothing but a second copy of
+    it (the quickstart compare shipped one rule twice)."""
+    same = next((r.id for r in current if " ".join(r.text.lower().split()) == " ".join(text.lower().split())), None)
+    return Verdict("duplicate", f"repeats rule {same} word for word") if same else None
 
 
 def _ask_for_correction(ctx: StageContext, current: list[Rule], gold: str, wrong: str, failed: list[Outcome],

@@ -256,3 +256,21 @@ def test_a_refused_corrective_rule_gets_one_more_rollout():
     (refusal,) = result.refusals
     assert refusal.reason == "does not name the correct label 'religion'" and refusal.text.endswith("answer race.")
     assert engine.requests[-1].config.temperature == 1.0  # the retry is a new rollout, not the cached answer
+
+
+def test_a_corrective_rule_that_repeats_a_rule_of_the_prompt_is_refused():
+    train, dev = make_examples(30), make_examples(12, offset=100)
+    copy = "If the sentence mentions a temple, answer religion."  # no cue of the data: the confusion stays
+
+    def respond(system, user):
+        if "Find what all the failures share" not in " ".join(system.split()):
+            return teacher_respond(system, user)
+        return {"rationale": "Worship.", "rule": copy.replace("temple", "Temple")}  # the same words
+
+    _, lm = _teacher(respond)
+    ctx = stage_context(lm, train)
+    religion = Rule(id="R1", text=copy, label="religion")
+    gender = Rule(id="R2", text="If the sentence mentions she or mother or wife, answer gender.", label="gender")
+    result = refine(ctx, [gender, religion], train, dev)
+    assert not result.added
+    assert {(r.gate, r.reason) for r in result.refusals} == {("duplicate", "repeats rule R1 word for word")}
